@@ -1,0 +1,63 @@
+# One task runner for the project. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+KAFKA_PORT ?= 9092
+NODES ?= 1
+DEMO_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11+ is needed (python3 not found)"; exit 1; }
+	@echo "==> creating $(VENV) and installing the project with its dev tools"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create .venv with the project and dev tools
+
+.PHONY: kafka-fetch
+kafka-fetch: venv ## Fetch the Apache Kafka jars from Maven Central (once)
+	$(PY) tools/local_kafka.py fetch
+
+.PHONY: kafka-up
+kafka-up: kafka-fetch ## Start a local Kafka on 127.0.0.1:$KAFKA_PORT (NODES=3 for three nodes)
+	$(PY) tools/local_kafka.py up --port $(KAFKA_PORT) --nodes $(NODES)
+
+.PHONY: kafka-down
+kafka-down: ## Stop the local Kafka started by kafka-up
+	@if [ -x $(PY) ]; then $(PY) tools/local_kafka.py down --port $(KAFKA_PORT); else $(PYTHON) tools/local_kafka.py down --port $(KAFKA_PORT); fi
+
+.PHONY: lint
+lint: venv ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check saga_app topics participants
+	$(VENV)/bin/mypy saga_app topics
+
+.PHONY: unit
+unit: venv ## Unit tests only (no broker, fast)
+	$(PY) -m pytest tests/unit -q
+
+.PHONY: test
+test: kafka-fetch lint ## Set everything up, then lint and run the whole suite against a real broker
+	$(PY) -m pytest -q
+
+.PHONY: demo
+demo: kafka-fetch ## Set everything up, start Kafka, a worker and the participants, run a batch of sagas
+	$(PY) tools/demo.py $(DEMO_ARGS)
+
+.PHONY: bench
+bench: venv ## Run the benchmarks (they print figures; they are not tests)
+	$(PY) benchmarks/bench_decide.py
+
+.PHONY: clean
+clean: ## Remove the virtualenv and caches (keeps downloaded Kafka jars in .cache)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

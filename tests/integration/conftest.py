@@ -1,0 +1,103 @@
+"""Integration tests run against a real Apache Kafka broker.
+
+``kafka_bootstrap`` is ``$SAGA_BOOTSTRAP_SERVERS`` when that is set; otherwise the session starts
+its own single-node broker (``tools/local_kafka.py``) on free ports, with its state under pytest's
+tmp dir, and stops it at the end, also when tests fail or the run is interrupted.
+Every test in this folder is marked ``integration`` (deselect with ``-m "not integration"``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import signal
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+
+import local_kafka
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _start_local_kafka(state_dir: Path, nodes: int = 1) -> local_kafka.LocalKafka:
+    """Up a LocalKafka on free ports (retrying if another process takes them first)."""
+    for attempt in range(3):
+        kafka = local_kafka.LocalKafka(
+            local_kafka.free_port(nodes), nodes, state_dir / f"kafka-{attempt}"
+        )
+        atexit.register(kafka.down)  # for exits that skip fixture teardown
+        try:
+            kafka.up()
+        except local_kafka.PortInUseError:
+            continue
+        except local_kafka.KafkaToolError as exc:
+            pytest.fail(f"could not start the local Kafka broker:\n{exc}", pytrace=False)
+        return kafka
+    pytest.fail("no free ports for the local Kafka broker after 3 attempts", pytrace=False)
+
+
+def _sigterm_unwinds() -> None:
+    """Turn SIGTERM (e.g. a CI timeout) into KeyboardInterrupt, so fixture teardown still runs."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, handler)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap servers of the session's Kafka (``host:port[,host:port...]``)."""
+    external = os.environ.get("SAGA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    _sigterm_unwinds()
+    kafka = _start_local_kafka(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield kafka.bootstrap_servers
+    finally:
+        kafka.down()
+
+
+@pytest.fixture
+def kafka_factory(tmp_path: Path) -> Iterator[Callable[..., local_kafka.LocalKafka]]:
+    """Start extra, private clusters: ``kafka_factory(nodes=1)`` -> a running LocalKafka.
+
+    For tests that stop, restart or kill brokers without disturbing the session's broker;
+    every cluster made here is taken down when the test ends.
+    """
+    made: list[local_kafka.LocalKafka] = []
+
+    def make(nodes: int = 1) -> local_kafka.LocalKafka:
+        kafka = _start_local_kafka(tmp_path / f"cluster-{len(made)}", nodes)
+        made.append(kafka)
+        return kafka
+
+    try:
+        yield make
+    finally:
+        for kafka in made:
+            kafka.down()
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Names no other test (or earlier run) uses: ``unique_name("orders")`` for topics, groups..."""
+    test = re.sub(r"[^a-zA-Z0-9._-]+", "-", request.node.name)[:100]
+
+    def make(kind: str = "t") -> str:
+        return f"{test}.{kind}.{uuid.uuid4().hex[:10]}"
+
+    return make
