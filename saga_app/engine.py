@@ -1,0 +1,472 @@
+"""The saga engine: one pure function from (definition, state, event, now) to a `Decision`.
+
+Pure so that at-least-once delivery is safe: the orchestrator may apply an event, crash before
+committing, and apply it again; the same inputs give the same new state, the same commands with
+the same message ids and the same events. Nothing here reads a clock, draws a random number or
+does I/O: `now` is the event's own timestamp, and backoff jitter is a hash of the message id.
+
+Rules DESIGN.md leaves open, decided here:
+- Only the reply to the attempt in flight counts (matched on step, kind and attempt). A reply
+  already applied is a `duplicate_reply`; any other (an attempt that timed out, even before the
+  next one is sent; another step) is a `stale_reply`. So a late success of a timed-out attempt is
+  ignored: the next attempt asks again, and participants treat every attempt of a step as one
+  operation.
+- A step is *in doubt* when its latest attempt was sent and never answered: it timed out, or the
+  saga was aborted or hit its deadline meanwhile. An in-doubt step is compensated (status
+  `timed_out`); one whose latest attempt answered `failure` or `retry` did not happen and is not.
+- After the pivot a step is retried until it succeeds: `failure` counts as `retry` and
+  `max_attempts` is ignored. Aborts are then refused (`past_pivot`); the deadline stops applying.
+- For a compensation, `failure` and `retry` both mean "try again"; its reply data is not merged.
+- An operator retry continues the attempt count (message ids stay unique) with a fresh budget.
+- A timeout that matches the current timer is honoured whatever its `due_at`: the sweeper decides
+  when timers are due, and refusing an early one would lose the timer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from saga_app.definition import SagaDefinition
+from saga_app.errors import DefinitionMismatch, InvalidEvent
+from saga_app.state import HistoryEntry, SagaState, SagaStatus, StepState, StepStatus, Timer
+from topics import (
+    AbortSaga,
+    Command,
+    MessageKind,
+    Reply,
+    RetrySaga,
+    SagaEvent,
+    SagaTimeout,
+    StartSaga,
+)
+
+SagaInput = StartSaga | AbortSaga | RetrySaga | SagaTimeout | Reply
+"""Everything the orchestrator feeds to `decide`."""
+
+IgnoredReason = Literal[
+    "duplicate_start",  # a start for a saga_id that already exists
+    "duplicate_reply",  # a reply that was already applied
+    "stale_reply",  # a reply to something the saga no longer waits for
+    "stale_timeout",  # a timer the saga no longer waits for
+    "unknown_saga",  # anything but a start for a saga_id with no state
+    "not_running",  # an abort of a saga that is not in progress
+    "past_pivot",  # an abort after the pivot succeeded: the saga can only go forward
+    "not_failed",  # an operator retry of a saga that is not failed
+]
+"""Why an event changed nothing; the agent counts these and dead-letters `unknown_saga`."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingCommand:
+    """A command or compensation to send to `participant` (the agent maps it to a topic)."""
+
+    participant: str
+    command: Command
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What applying one event means: the state to store and the messages to send."""
+
+    state: SagaState | None
+    """The new state (the very object passed in when ignored); None only for an unknown saga."""
+    commands: tuple[OutgoingCommand, ...] = ()
+    events: tuple[SagaEvent, ...] = ()
+    ignored: IgnoredReason | None = None
+    """Set when the event changed nothing; then there is nothing to store or send."""
+
+
+def decide(
+    definition: SagaDefinition,
+    state: SagaState | None,
+    event: SagaInput,
+    now: float,
+    *,
+    reply_to: str,
+) -> Decision:
+    """Apply `event`, timestamped `now`, to the saga `state` (None if there is no such saga yet).
+
+    Never mutates `state`. Raises `InvalidEvent` for a start without saga_id and
+    `DefinitionMismatch` when `definition` is not the saga's type and version.
+    """
+    if isinstance(event, StartSaga):
+        return _start(definition, state, event, now, reply_to)
+    if state is None:
+        return Decision(None, ignored="unknown_saga")
+    if state.saga_type != definition.name or state.version != definition.version:
+        raise DefinitionMismatch(
+            f"saga {state.saga_id} is {state.saga_type} v{state.version}, "
+            f"but was given definition {definition.name} v{definition.version}"
+        )
+    if isinstance(event, Reply):
+        return _reply(definition, state, event, now, reply_to)
+    if isinstance(event, SagaTimeout):
+        return _timeout(definition, state, event, now, reply_to)
+    if isinstance(event, AbortSaga):
+        return _abort(definition, state, event, now, reply_to)
+    if isinstance(event, RetrySaga):
+        return _retry(definition, state, now, reply_to)
+    raise InvalidEvent(f"decide cannot apply a {type(event).__name__}")
+
+
+def _start(
+    definition: SagaDefinition, state: SagaState | None, event: StartSaga, now: float, reply_to: str
+) -> Decision:
+    if state is not None:
+        return Decision(state, ignored="duplicate_start")
+    if event.saga_id is None:
+        raise InvalidEvent("a start needs a saga_id: the agent assigns one before deciding")
+    if event.saga_type != definition.name:
+        raise DefinitionMismatch(
+            f"start of a {event.saga_type} saga was given definition {definition.name}"
+        )
+    fresh = SagaState(
+        saga_id=event.saga_id,
+        saga_type=definition.name,
+        version=definition.version,
+        context=event.payload,
+        created_at=now,
+        updated_at=now,
+        steps=[StepState(name=s.name, participant=s.participant) for s in definition.steps],
+        deadline_at=None if definition.deadline is None else now + definition.deadline,
+    )
+    t = _Transition(definition, fresh, now, reply_to, copy=False)
+    t.emit("saga_started")
+    t.send(0, "command", 1)
+    return t.finish()
+
+
+def _reply(
+    definition: SagaDefinition, state: SagaState, reply: Reply, now: float, reply_to: str
+) -> Decision:
+    key = f"{reply.step}:{reply.kind}:{reply.attempt}"
+    if not state.awaits(reply.step, reply.kind, reply.attempt):
+        reason: IgnoredReason = "duplicate_reply" if key in state.handled_replies else "stale_reply"
+        return Decision(state, ignored=reason)
+    t = _Transition(definition, state, now, reply_to)
+    t.state.handled_replies = [*state.handled_replies, key]
+    if reply.kind == "command":
+        t.command_answered(state.cursor, reply)
+    else:
+        t.compensation_answered(state.cursor, reply)
+    return t.finish()
+
+
+def _timeout(
+    definition: SagaDefinition, state: SagaState, timeout: SagaTimeout, now: float, reply_to: str
+) -> Decision:
+    if timeout.timer == "deadline":
+        if state.status != SagaStatus.IN_PROGRESS or state.deadline_at is None:
+            return Decision(state, ignored="stale_timeout")
+        t = _Transition(definition, state, now, reply_to)
+        t.compensate(f"deadline of {definition.deadline:g}s exceeded", event="deadline_exceeded")
+        return t.finish()
+    timer = state.timer
+    if timer is None or not timer.matches(
+        timeout.timer, timeout.step, timeout.kind, timeout.attempt
+    ):
+        return Decision(state, ignored="stale_timeout")
+    t = _Transition(definition, state, now, reply_to)
+    if timer.timer == "backoff":
+        t.send(state.cursor, timer.kind, timer.attempt)
+    else:
+        t.attempt_timed_out(state.cursor, timer.kind, timer.attempt)
+    return t.finish()
+
+
+def _abort(
+    definition: SagaDefinition, state: SagaState, abort: AbortSaga, now: float, reply_to: str
+) -> Decision:
+    if state.status != SagaStatus.IN_PROGRESS:
+        return Decision(state, ignored="not_running")
+    if definition.pivot_index is not None and state.cursor > definition.pivot_index:
+        return Decision(state, ignored="past_pivot")
+    t = _Transition(definition, state, now, reply_to)
+    t.compensate(f"aborted: {abort.reason}", event="saga_aborted")
+    return t.finish()
+
+
+def _retry(definition: SagaDefinition, state: SagaState, now: float, reply_to: str) -> Decision:
+    if state.status != SagaStatus.FAILED:
+        return Decision(state, ignored="not_failed")
+    t = _Transition(definition, state, now, reply_to)
+    t.redrive(state.cursor)
+    return t.finish()
+
+
+class _Transition:
+    """A working copy of one saga while one event is applied, and the messages it produces.
+
+    Copy-on-write keeps `decide` cheap and pure: the state is copied shallowly once, its
+    `steps` and `history` lists are new lists, a step is copied only when it changes, and
+    `context` / `handled_replies` are replaced (never mutated). History entries and timers are
+    frozen, so old and new states share them safely.
+    """
+
+    __slots__ = ("_original_steps", "commands", "definition", "events", "now", "reply_to", "state")
+
+    def __init__(
+        self,
+        definition: SagaDefinition,
+        state: SagaState,
+        now: float,
+        reply_to: str,
+        *,
+        copy: bool = True,
+    ) -> None:
+        self.definition = definition
+        self.now = now
+        self.reply_to = reply_to
+        self.commands: list[OutgoingCommand] = []
+        self.events: list[SagaEvent] = []
+        if copy:
+            self._original_steps: list[StepState] = state.steps
+            self.state = state.model_copy(
+                update={"steps": list(state.steps), "history": list(state.history)}
+            )
+        else:  # a state built for this transition: nobody else holds it
+            self._original_steps = []
+            self.state = state
+
+    def finish(self) -> Decision:
+        self.state.updated_at = self.now
+        return Decision(self.state, tuple(self.commands), tuple(self.events))
+
+    # -- building blocks ----------------------------------------------------------------------
+
+    def step_state(self, index: int) -> StepState:
+        """The step at `index`, copied first if it is still shared with the input state."""
+        current = self.state.steps[index]
+        if index < len(self._original_steps) and current is self._original_steps[index]:
+            current = current.model_copy()
+            self.state.steps[index] = current
+        return current
+
+    def emit(
+        self,
+        event: str,
+        step: str | None = None,
+        attempt: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record a transition in the history and publish it as a saga event."""
+        s = self.state
+        seq = s.last_seq + 1
+        s.history.append(
+            HistoryEntry(seq=seq, event=event, step=step, attempt=attempt, at=self.now, error=error)
+        )
+        self.events.append(
+            SagaEvent(
+                saga_id=s.saga_id,
+                saga_type=s.saga_type,
+                seq=seq,
+                event=event,
+                step=step,
+                attempt=attempt,
+                status=s.status.value,
+                at=self.now,
+                error=error,
+            )
+        )
+
+    def forward_only(self, index: int) -> bool:
+        """Steps after the pivot only run once it succeeded; they are retried forever."""
+        pivot = self.definition.pivot_index
+        return pivot is not None and index > pivot
+
+    def send(self, index: int, kind: MessageKind, attempt: int) -> None:
+        """Send one attempt of the step's command or compensation and wait for its reply."""
+        step = self.definition.steps[index]
+        state = self.step_state(index)
+        s = self.state
+        s.cursor = index
+        if kind == "command":
+            state.status = StepStatus.RUNNING
+            state.attempts = attempt
+            state.in_doubt = True
+            if state.started_at is None:
+                state.started_at = self.now
+            action = step.action
+        else:
+            state.status = StepStatus.COMPENSATING
+            state.compensation_attempts = attempt
+            action = step.compensation or ""
+        s.timer = Timer(
+            timer="step", step=step.name, kind=kind, attempt=attempt, due_at=self.now + step.timeout
+        )
+        command = Command(
+            message_id=f"{s.saga_id}:{step.name}:{kind}:{attempt}",
+            saga_id=s.saga_id,
+            saga_type=s.saga_type,
+            step=step.name,
+            kind=kind,
+            action=action,
+            attempt=attempt,
+            payload=s.context,
+            reply_to=self.reply_to,
+        )
+        self.commands.append(OutgoingCommand(step.participant, command))
+        self.emit(
+            "step_started" if kind == "command" else "compensation_started", step.name, attempt
+        )
+
+    def send_after_backoff(self, index: int, kind: MessageKind, attempt: int) -> None:
+        """Send `attempt` after its backoff: at once if that is 0, else when the timer fires."""
+        step = self.definition.steps[index]
+        if kind == "command":
+            delay = step.retry.backoff(
+                attempt, f"{self.state.saga_id}:{step.name}:{kind}:{attempt}"
+            )
+        else:
+            nth = attempt - self.state.steps[index].redriven_at
+            seed = f"{self.state.saga_id}:{step.name}:{kind}:{attempt}"
+            delay = step.compensation_retry.backoff(nth, seed)
+        if delay <= 0:
+            self.send(index, kind, attempt)
+        else:
+            self.state.timer = Timer(
+                timer="backoff", step=step.name, kind=kind, attempt=attempt, due_at=self.now + delay
+            )
+
+    # -- forward ------------------------------------------------------------------------------
+
+    def command_answered(self, index: int, reply: Reply) -> None:
+        step = self.definition.steps[index]
+        state = self.step_state(index)
+        state.in_doubt = False
+        if reply.outcome == "success":
+            self.step_succeeded(index, reply)
+            return
+        error = reply.error or f"participant answered {reply.outcome}"
+        state.error = error
+        if self.forward_only(index) or (
+            reply.outcome == "retry" and state.attempts < step.retry.max_attempts
+        ):
+            self.emit("step_retrying", step.name, reply.attempt, error)
+            self.send_after_backoff(index, "command", state.attempts + 1)
+            return
+        if reply.outcome == "retry":
+            error = f"gave up after {state.attempts} attempts: {error}"
+            state.error = error
+        state.status = StepStatus.FAILED
+        state.finished_at = self.now
+        self.emit("step_failed", step.name, reply.attempt, error)
+        self.compensate(f"step {step.name} failed: {error}")
+
+    def step_succeeded(self, index: int, reply: Reply) -> None:
+        step = self.definition.steps[index]
+        state = self.step_state(index)
+        state.status = StepStatus.SUCCEEDED
+        state.finished_at = self.now
+        state.error = None
+        s = self.state
+        if reply.data:
+            s.context = {**s.context, **reply.data}
+        if step.pivot:
+            s.deadline_at = None
+        self.emit("step_succeeded", step.name, reply.attempt)
+        if index + 1 < len(self.definition.steps):
+            self.send(index + 1, "command", 1)
+        else:
+            s.status = SagaStatus.COMPLETED
+            s.timer = None
+            self.emit("saga_completed")
+
+    def attempt_timed_out(self, index: int, kind: MessageKind, attempt: int) -> None:
+        step = self.definition.steps[index]
+        state = self.step_state(index)
+        error = f"no reply within {step.timeout:g}s"
+        state.error = error
+        if kind == "compensation":
+            self.emit("compensation_timed_out", step.name, attempt, error)
+            self.compensation_not_done(index, attempt, error, announce_retry=False)
+            return
+        self.emit("step_timed_out", step.name, attempt, error)
+        if self.forward_only(index) or state.attempts < step.retry.max_attempts:
+            self.send_after_backoff(index, "command", state.attempts + 1)
+            return
+        state.status = StepStatus.TIMED_OUT
+        state.finished_at = self.now
+        self.compensate(f"step {step.name} timed out after {state.attempts} attempts")
+
+    # -- backward -----------------------------------------------------------------------------
+
+    def compensate(self, cause: str, event: str | None = None) -> None:
+        """Start rolling back: the step that was running is settled, then compensations run."""
+        s = self.state
+        s.status = SagaStatus.COMPENSATING
+        s.error = cause
+        s.timer = None
+        if event is not None:
+            self.emit(event, error=cause)
+        index = s.cursor
+        if s.steps[index].status == StepStatus.RUNNING:  # aborted or past the deadline
+            state = self.step_state(index)
+            state.finished_at = self.now
+            if state.in_doubt:
+                state.status = StepStatus.TIMED_OUT
+                state.error = f"outcome unknown ({cause})"
+            else:
+                state.status = StepStatus.FAILED
+                state.error = f"not retried ({cause})"
+        self.compensate_next(index)
+
+    def compensate_next(self, below_or_at: int) -> None:
+        """Compensate the latest step that succeeded or is in doubt, or finish compensating."""
+        steps = self.definition.steps
+        for index in range(below_or_at, -1, -1):
+            status = self.state.steps[index].status
+            if steps[index].compensation is not None and (
+                status == StepStatus.SUCCEEDED or status == StepStatus.TIMED_OUT
+            ):
+                self.send(index, "compensation", self.state.steps[index].compensation_attempts + 1)
+                return
+        self.state.status = SagaStatus.COMPENSATED
+        self.state.timer = None
+        self.emit("saga_compensated", error=self.state.error)
+
+    def compensation_answered(self, index: int, reply: Reply) -> None:
+        step = self.definition.steps[index]
+        if reply.outcome == "success":
+            state = self.step_state(index)
+            state.status = StepStatus.COMPENSATED
+            state.finished_at = self.now
+            state.error = None
+            self.emit("compensation_succeeded", step.name, reply.attempt)
+            self.compensate_next(index - 1)
+            return
+        error = reply.error or f"participant answered {reply.outcome}"
+        self.step_state(index).error = error
+        self.compensation_not_done(index, reply.attempt, error, announce_retry=True)
+
+    def compensation_not_done(
+        self, index: int, attempt: int, error: str, *, announce_retry: bool
+    ) -> None:
+        """A compensation attempt failed: retry it, or give up and leave the saga `failed`."""
+        step = self.definition.steps[index]
+        state = self.state.steps[index]
+        tried = state.compensation_attempts - state.redriven_at
+        if tried < step.compensation_retry.max_attempts:
+            if announce_retry:
+                self.emit("compensation_retrying", step.name, attempt, error)
+            self.send_after_backoff(index, "compensation", state.compensation_attempts + 1)
+            return
+        reason = (
+            f"compensation {step.compensation} of step {step.name} "
+            f"failed after {tried} attempts: {error}"
+        )
+        self.emit("compensation_failed", step.name, attempt, error)
+        s = self.state
+        s.status = SagaStatus.FAILED
+        s.error = reason
+        s.timer = None
+        self.emit("saga_failed", step.name, error=reason)
+
+    def redrive(self, index: int) -> None:
+        """Operator retry of a failed saga: the stuck compensation gets a fresh retry budget."""
+        state = self.step_state(index)
+        state.redriven_at = state.compensation_attempts
+        self.state.status = SagaStatus.COMPENSATING
+        self.emit("saga_retried", self.definition.steps[index].name)
+        self.send(index, "compensation", state.compensation_attempts + 1)

@@ -1,0 +1,37 @@
+"""The errors saga_app raises: one base class, so callers can catch everything of ours at once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class SagaError(Exception):
+    """Base of every error raised by saga_app."""
+
+
+class DefinitionError(SagaError):
+    """Raised when a retry policy, step or saga definition is built with invalid values."""
+
+
+class UnknownSagaType(SagaError):
+    """Raised when a saga type is not among the registered definitions.
+
+    Attributes:
+        saga_type: the type that was asked for.
+        known: the registered types, sorted.
+    """
+
+    def __init__(self, saga_type: str, known: Iterable[str]) -> None:
+        self.saga_type = saga_type
+        self.known = tuple(sorted(known))
+        super().__init__(
+            f"unknown saga type {saga_type!r}; known types: {', '.join(self.known) or '(none)'}"
+        )
+
+
+class DefinitionMismatch(SagaError):
+    """Raised when `decide` gets a definition other than the one the saga was started with."""
+
+
+class InvalidEvent(SagaError):
+    """Raised when `decide` gets an event it can never apply, e.g. a start without a saga_id."""

@@ -1,0 +1,163 @@
+"""The durable state of one saga: what the table stores and what `GET /sagas/{id}` shows.
+
+Pydantic models so the repository can store `model_dump_json()` bytes and read them back with
+`model_validate_json()`. The engine never mutates a state it was given: it copies the few parts a
+transition changes (see `engine.py`), and `HistoryEntry` and `Timer` are frozen so copies can
+share them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from topics import MessageKind, SagaTimeout
+
+
+class SagaStatus(StrEnum):
+    """Where a saga is; `completed` and `compensated` are final, `failed` waits for an operator."""
+
+    IN_PROGRESS = "in_progress"
+    COMPENSATING = "compensating"
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+    FAILED = "failed"
+
+
+FINAL_STATUSES = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
+"""Nothing ever happens to a saga in these statuses again."""
+
+_WAITING_STATUSES = frozenset({SagaStatus.IN_PROGRESS, SagaStatus.COMPENSATING})
+
+
+class StepStatus(StrEnum):
+    """Where one step is, as the web view shows it."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    COMPENSATING = "compensating"
+    COMPENSATED = "compensated"
+
+
+class StepState(BaseModel):
+    """One step of one saga."""
+
+    name: str
+    participant: str
+    status: StepStatus = StepStatus.PENDING
+    attempts: int = 0
+    """Command attempts sent so far (the attempt number of the latest)."""
+    compensation_attempts: int = 0
+    """Compensation attempts sent so far (the attempt number of the latest); keeps counting
+    across operator retries so message ids stay unique."""
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    in_doubt: bool = False
+    """The latest command attempt was sent and never answered: it may have happened, so the
+    step is compensated if the saga rolls back."""
+    redriven_at: int = 0
+    """`compensation_attempts` when an operator last retried the saga; the compensation's retry
+    budget counts from there."""
+
+
+class HistoryEntry(BaseModel):
+    """One transition, as also published on `saga.events`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    event: str
+    step: str | None = None
+    attempt: int | None = None
+    at: float
+    error: str | None = None
+
+
+class Timer(BaseModel):
+    """The step or backoff wake-up a saga waits for; mirrors the `SagaTimeout` it turns into."""
+
+    model_config = ConfigDict(frozen=True)
+
+    timer: Literal["step", "backoff"]
+    """`step`: the attempt below is in flight and times out at `due_at`; `backoff`: the attempt
+    below is sent at `due_at`."""
+    step: str
+    kind: MessageKind
+    attempt: int
+    due_at: float
+
+    def matches(self, timer: str, step: str | None, kind: str | None, attempt: int | None) -> bool:
+        """Whether a timeout or reply with these coordinates is for this very timer."""
+        return (
+            self.attempt == attempt
+            and self.step == step
+            and self.timer == timer
+            and self.kind == kind
+        )
+
+
+class SagaState(BaseModel):
+    """Everything known about one saga; small, because it is rewritten on every transition."""
+
+    saga_id: str
+    saga_type: str
+    version: int
+    status: SagaStatus = SagaStatus.IN_PROGRESS
+    context: dict[str, Any] = Field(default_factory=dict)
+    """The start payload merged with the `data` of every successful step, in order."""
+    created_at: float
+    updated_at: float
+    error: str | None = None
+    """Why the saga is not completing: the failure, abort or deadline, or the stuck compensation."""
+    steps: list[StepState]
+    history: list[HistoryEntry] = Field(default_factory=list)
+    cursor: int = 0
+    """Index of the step being run, or being compensated."""
+    timer: Timer | None = None
+    """The step or backoff wake-up the saga waits for (the deadline is `deadline_at`)."""
+    deadline_at: float | None = None
+    """When the saga compensates if still in progress; cleared once the pivot succeeded."""
+    handled_replies: list[str] = Field(default_factory=list)
+    """`step:kind:attempt` of every reply applied, to tell duplicates from stale replies."""
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the latest transition (0 before the first)."""
+        return self.history[-1].seq if self.history else 0
+
+    def step(self, name: str) -> StepState:
+        """The state of the step called `name`; KeyError if there is none."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    def awaits(self, step: str, kind: str, attempt: int) -> bool:
+        """Whether a reply to this attempt is what the saga is waiting for right now."""
+        return self.timer is not None and self.timer.matches("step", step, kind, attempt)
+
+    def timers(self) -> list[SagaTimeout]:
+        """The wake-ups this saga waits for, each with its `due_at` (what the sweeper tracks)."""
+        due: list[SagaTimeout] = []
+        if self.status not in _WAITING_STATUSES:
+            return due
+        if self.timer is not None:
+            due.append(
+                SagaTimeout(
+                    saga_id=self.saga_id,
+                    timer=self.timer.timer,
+                    step=self.timer.step,
+                    kind=self.timer.kind,
+                    attempt=self.timer.attempt,
+                    due_at=self.timer.due_at,
+                )
+            )
+        if self.deadline_at is not None and self.status == SagaStatus.IN_PROGRESS:
+            due.append(SagaTimeout(saga_id=self.saga_id, timer="deadline", due_at=self.deadline_at))
+        return due

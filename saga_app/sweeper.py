@@ -1,0 +1,139 @@
+"""The sweeper's logic without Faust: which saga timers are due, cheaply.
+
+A worker owns many sagas but only a few fall due at any moment. Scanning every saga each tick
+would cost O(sagas in flight); `DeadlineIndex` keeps their timers in a heap so a tick costs
+O(timers due · log n). Sagas change their timers on every transition, so instead of deleting
+from the middle of the heap (O(n)) an entry carries the saga's generation, and entries of an
+older generation are dropped when they surface (lazy invalidation). The index lives in memory
+only: on partition assignment the worker rebuilds it from the states it now owns.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from saga_app.state import SagaState
+from topics import SagaTimeout
+
+
+@dataclass(order=True, slots=True)
+class _Entry:
+    due_at: float
+    order: int  # insertion order: equal due_at pop first-in first-out, and never compare below
+    saga_id: str = field(compare=False)
+    generation: int = field(compare=False)
+    timeout: SagaTimeout = field(compare=False)
+
+
+class DeadlineIndex:
+    """The timers of the sagas one worker owns, ordered by when they fall due."""
+
+    _COMPACT_FACTOR = 4
+    """Rebuild the heap when dead entries outnumber live ones this many times over."""
+
+    def __init__(self) -> None:
+        self._heap: list[_Entry] = []
+        self._generation: dict[str, int] = {}
+        self._live: dict[str, int] = {}  # saga_id -> its timers not yet handed out
+        self._live_total = 0
+        self._counter = 0
+
+    def __len__(self) -> int:
+        """Timers tracked and not yet handed out by `pop_due`."""
+        return self._live_total
+
+    def track(self, saga_id: str, timers: Iterable[SagaTimeout]) -> None:
+        """Replace whatever was tracked for `saga_id` by `timers` (after each transition)."""
+        self.forget(saga_id)
+        self._counter += 1
+        generation = self._counter  # unique forever, so a forgotten saga's entries never revive
+        count = 0
+        for timeout in timers:
+            self._counter += 1
+            heapq.heappush(
+                self._heap, _Entry(timeout.due_at, self._counter, saga_id, generation, timeout)
+            )
+            count += 1
+        if count:
+            self._generation[saga_id] = generation
+            self._live[saga_id] = count
+            self._live_total += count
+        self._maybe_compact()
+
+    def forget(self, saga_id: str) -> None:
+        """Stop tracking `saga_id` (it finished, or its partition moved away)."""
+        self._live_total -= self._live.pop(saga_id, 0)
+        self._generation.pop(saga_id, None)
+
+    def pop_due(self, now: float) -> list[SagaTimeout]:
+        """Timers due at `now` (due_at <= now), earliest first; each is handed out once."""
+        due: list[SagaTimeout] = []
+        heap = self._heap
+        while heap and heap[0].due_at <= now:
+            entry = heapq.heappop(heap)
+            if self._generation.get(entry.saga_id) != entry.generation:
+                continue  # superseded by a later track() or forget()
+            due.append(entry.timeout)
+            self._live_total -= 1
+            left = self._live[entry.saga_id] - 1
+            if left:
+                self._live[entry.saga_id] = left
+            else:
+                del self._live[entry.saga_id]
+                del self._generation[entry.saga_id]
+        return due
+
+    def next_due(self) -> float | None:
+        """When the earliest live timer falls due, or None (lets a sweeper sleep until then)."""
+        heap = self._heap
+        while heap and self._generation.get(heap[0].saga_id) != heap[0].generation:
+            heapq.heappop(heap)
+        return heap[0].due_at if heap else None
+
+    def rebuild(self, states: Iterable[SagaState]) -> None:
+        """Start over from the states a worker owns, e.g. after a partition assignment."""
+        self._heap = []
+        self._generation = {}
+        self._live = {}
+        self._live_total = 0
+        for state in states:
+            timers = state.timers()
+            if timers:
+                self.track(state.saga_id, timers)
+
+    def _maybe_compact(self) -> None:
+        if len(self._heap) > 64 and len(self._heap) > self._COMPACT_FACTOR * self._live_total:
+            self._heap = [e for e in self._heap if self._generation.get(e.saga_id) == e.generation]
+            heapq.heapify(self._heap)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionProgress:
+    """How far the orchestrator has processed one input partition (requests or replies)."""
+
+    highwater: int | None
+    """The partition's log end offset as the consumer last saw it; None before the first fetch."""
+    next_offset: int | None
+    """The next offset the orchestrator will process: last processed + 1, or the committed one."""
+    processed_at: float
+    """Timestamp of the last record processed here (0 if none since the assignment)."""
+
+
+def sweep_watermark(now: float, partitions: Iterable[PartitionProgress]) -> float:
+    """The latest time whose timers may fire without racing an unprocessed reply.
+
+    A timer due at T may fire only when every reply produced before T has been applied: otherwise
+    a worker catching up after a restart would time out steps whose answers wait in its backlog.
+    A partition with nothing left to read is safe up to `now`; a lagging one only up to the
+    timestamp of the last record processed there (records of a partition arrive in time order).
+    """
+    watermark = now
+    for p in partitions:
+        caught_up = (
+            p.highwater is not None and p.next_offset is not None and p.next_offset >= p.highwater
+        ) or p.highwater == 0
+        if not caught_up:
+            watermark = min(watermark, p.processed_at)
+    return watermark

@@ -1,0 +1,79 @@
+"""The saga state: JSON round trips, the web view's field names, and the timers it waits for."""
+
+from __future__ import annotations
+
+import json
+
+from saga_app import SagaState, SagaStatus, decide
+from saga_app.sagas import get_definition
+from saga_app.testing import SagaTest
+from topics import StartSaga
+
+CREATE_ORDER = get_definition("create_order")
+PAYLOAD = {"customer_id": "c1", "items": [{"sku": "A", "qty": 1}], "amount": 10}
+
+
+def _started(now: float = 100.0) -> SagaState:
+    start = StartSaga(saga_id="s1", saga_type="create_order", payload=PAYLOAD)
+    state = decide(CREATE_ORDER, None, start, now, reply_to="saga.replies").state
+    assert state is not None
+    return state
+
+
+def test_state_round_trips_through_json() -> None:
+    """What the table stores as bytes reads back as an equal state."""
+    kit = SagaTest(CREATE_ORDER).start(PAYLOAD).expect_command("create_order").reply_retry()
+    state = kit.state
+    assert state is not None
+    assert SagaState.model_validate_json(state.model_dump_json()) == state
+
+
+def test_json_has_the_fields_the_web_view_promises() -> None:
+    """GET /sagas/{id} shows DESIGN.md's fields for the saga, its steps and its history."""
+    shown = json.loads(_started().model_dump_json())
+    assert {
+        "saga_id", "saga_type", "status", "context", "created_at", "updated_at", "error",
+        "steps", "history",
+    } <= shown.keys()  # fmt: skip
+    assert {
+        "name", "participant", "status", "attempts", "compensation_attempts", "started_at",
+        "finished_at", "error",
+    } <= shown["steps"][0].keys()  # fmt: skip
+    assert {"seq", "event", "step", "attempt", "at"} <= shown["history"][0].keys()
+    assert shown["status"] == "in_progress"
+    assert [s["status"] for s in shown["steps"]] == ["running", "pending", "pending", "pending"]
+
+
+def test_a_running_step_waits_for_its_timeout_and_the_saga_deadline() -> None:
+    """A sent command has a step timer due `timeout` later, and the saga deadline is tracked."""
+    timers = _started(now=100.0).timers()
+    assert [(t.timer, t.step, t.kind, t.attempt, t.due_at) for t in timers] == [
+        ("step", "create_order", "command", 1, 103.0),
+        ("deadline", None, None, None, 160.0),
+    ]
+
+
+def test_a_retry_waits_for_its_backoff() -> None:
+    """After a retry reply the saga waits for a backoff timer that will send the next attempt."""
+    kit = SagaTest(CREATE_ORDER).start(PAYLOAD).expect_command("create_order").reply_retry()
+    assert kit.state is not None
+    backoff = kit.state.timers()[0]
+    assert (backoff.timer, backoff.step, backoff.attempt) == ("backoff", "create_order", 2)
+    assert 0.18 <= backoff.due_at <= 0.2
+
+
+def test_the_deadline_stops_mattering_after_the_pivot() -> None:
+    """Once the payment is charged only the step timer is left."""
+    kit = SagaTest(CREATE_ORDER).start(PAYLOAD)
+    for step in ("create_order", "reserve_stock", "charge_payment"):
+        kit.expect_command(step).reply_success()
+    assert kit.state is not None
+    assert [t.timer for t in kit.state.timers()] == ["step"]
+
+
+def test_finished_and_failed_sagas_wait_for_nothing() -> None:
+    """Completed, compensated and failed sagas have no timers for the sweeper to track."""
+    kit = SagaTest(CREATE_ORDER).start(PAYLOAD).expect_command("create_order").reply_failure()
+    kit.expect_status(SagaStatus.COMPENSATED)
+    assert kit.state is not None
+    assert kit.state.timers() == []

@@ -1,0 +1,151 @@
+"""The deadline index: due timers come out in order, once, in O(due · log n)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from saga_app import DeadlineIndex
+from saga_app.sagas import get_definition
+from saga_app.testing import SagaTest
+from topics import SagaTimeout
+
+
+def _timer(saga_id: str, due_at: float, attempt: int = 1) -> SagaTimeout:
+    return SagaTimeout(
+        saga_id=saga_id, timer="step", step="a", kind="command", attempt=attempt, due_at=due_at
+    )
+
+
+def test_pop_due_returns_due_timers_earliest_first() -> None:
+    """Timers due by `now` come out in due order; later ones stay."""
+    index = DeadlineIndex()
+    index.track("b", [_timer("b", 2.0)])
+    index.track("a", [_timer("a", 1.0)])
+    index.track("c", [_timer("c", 9.0)])
+    assert [t.saga_id for t in index.pop_due(5.0)] == ["a", "b"]
+    assert len(index) == 1
+    assert index.next_due() == 9.0
+
+
+def test_each_timer_is_handed_out_once() -> None:
+    """A timer popped once is not popped again."""
+    index = DeadlineIndex()
+    index.track("a", [_timer("a", 1.0)])
+    assert len(index.pop_due(1.0)) == 1
+    assert index.pop_due(2.0) == []
+    assert len(index) == 0
+
+
+def test_track_replaces_what_a_saga_waited_for() -> None:
+    """After a transition only the saga's new timers count; the old ones never fire."""
+    index = DeadlineIndex()
+    index.track("a", [_timer("a", 1.0, attempt=1)])
+    index.track("a", [_timer("a", 4.0, attempt=2)])
+    assert len(index) == 1
+    assert index.pop_due(2.0) == []
+    assert [t.attempt for t in index.pop_due(4.0)] == [2]
+
+
+def test_forget_drops_a_saga() -> None:
+    """A forgotten saga (finished, or its partition moved) has no timers left."""
+    index = DeadlineIndex()
+    index.track("a", [_timer("a", 1.0)])
+    index.forget("a")
+    index.forget("never-tracked")
+    assert len(index) == 0
+    assert index.next_due() is None
+    assert index.pop_due(10.0) == []
+
+
+def test_rebuild_indexes_the_timers_of_owned_states() -> None:
+    """After a partition assignment the index is rebuilt from the states the worker owns."""
+    definition = get_definition("create_order")
+    running = SagaTest(definition, saga_id="running").start({}).state
+    finished = SagaTest(definition, saga_id="done").start({}).reply_failure().state
+    assert running is not None and finished is not None
+    index = DeadlineIndex()
+    index.track("stale", [_timer("stale", 0.0)])
+    index.rebuild([running, finished])
+    assert len(index) == 2  # the step timer and the deadline of the running saga
+    assert {t.saga_id for t in index.pop_due(1e9)} == {"running"}
+
+
+def test_superseded_entries_are_compacted() -> None:
+    """Re-tracking the same sagas over and over does not grow the heap without bound."""
+    index = DeadlineIndex()
+    for round_ in range(200):
+        for saga in range(10):
+            index.track(f"s{saga}", [_timer(f"s{saga}", 1000.0 + round_)])
+    assert len(index) == 10
+    assert len(index._heap) <= 4 * 10 + 64
+
+
+def test_pop_due_only_looks_at_due_entries() -> None:
+    """Popping a few due timers out of many in flight touches only the due ones."""
+    index = DeadlineIndex()
+    for i in range(10_000):
+        index.track(f"s{i}", [_timer(f"s{i}", 100.0 + i)])
+    heap_before = len(index._heap)
+    assert len(index.pop_due(104.0)) == 5
+    assert len(index._heap) == heap_before - 5
+
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("track"), st.integers(0, 5), st.lists(st.integers(0, 20), max_size=3)),
+        st.tuples(st.just("forget"), st.integers(0, 5), st.just([])),
+        st.tuples(st.just("pop"), st.integers(0, 25), st.just([])),
+    ),
+    max_size=60,
+)
+
+
+@given(_OPS)
+@settings(max_examples=200, deadline=None)
+def test_index_behaves_like_a_naive_scan(ops: list[tuple[str, int, list[int]]]) -> None:
+    """Any sequence of track/forget/pop_due gives what scanning every saga's timers would."""
+    index = DeadlineIndex()
+    naive: dict[str, list[SagaTimeout]] = {}
+    for op, number, dues in ops:
+        saga = f"s{number}"
+        if op == "track":
+            timers = [_timer(saga, float(d), attempt=k + 1) for k, d in enumerate(dues)]
+            index.track(saga, timers)
+            naive[saga] = timers
+        elif op == "forget":
+            index.forget(saga)
+            naive.pop(saga, None)
+        else:
+            now = float(number)
+            expected = sorted(
+                (t for ts in naive.values() for t in ts if t.due_at <= now),
+                key=lambda t: t.due_at,
+            )
+            got = index.pop_due(now)
+            assert sorted(got, key=repr) == sorted(expected, key=repr)
+            assert [t.due_at for t in got] == sorted(t.due_at for t in got)
+            for saga_id in list(naive):
+                naive[saga_id] = [t for t in naive[saga_id] if t.due_at > now]
+        assert len(index) == sum(len(ts) for ts in naive.values())
+
+
+def test_watermark_is_now_when_every_partition_is_caught_up() -> None:
+    """With nothing left to read anywhere, every timer due by now may fire."""
+    from saga_app.sweeper import PartitionProgress, sweep_watermark
+
+    progress = [PartitionProgress(10, 10, 50.0), PartitionProgress(0, None, 0.0)]
+    assert sweep_watermark(100.0, progress) == 100.0
+
+
+def test_watermark_holds_at_the_last_processed_record_of_a_lagging_partition() -> None:
+    """A backlog holds back timers due after the last record processed from it."""
+    from saga_app.sweeper import PartitionProgress, sweep_watermark
+
+    progress = [
+        PartitionProgress(10, 10, 90.0),
+        PartitionProgress(20, 15, 42.0),  # 5 records still to read
+        PartitionProgress(None, None, 0.0),  # not fetched yet: nothing is known, nothing fires
+    ]
+    assert sweep_watermark(100.0, progress[:2]) == 42.0
+    assert sweep_watermark(100.0, progress) == 0.0

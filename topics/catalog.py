@@ -1,0 +1,53 @@
+"""Topic names and partitioning, in one place so every component agrees on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka.partitioner import murmur2
+
+DEFAULT_PARTITIONS = 8
+
+
+@dataclass(frozen=True)
+class TopicCatalog:
+    """The saga topics under an optional prefix.
+
+    Every topic that changes saga state has `partitions` partitions and is keyed by the raw
+    saga_id bytes, so the saga table, its requests and its replies are co-partitioned.
+    """
+
+    prefix: str = ""
+    partitions: int = DEFAULT_PARTITIONS
+
+    def _name(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    @property
+    def requests(self) -> str:
+        return self._name("saga.requests")
+
+    @property
+    def replies(self) -> str:
+        return self._name("saga.replies")
+
+    @property
+    def events(self) -> str:
+        return self._name("saga.events")
+
+    @property
+    def dlq(self) -> str:
+        return self._name("saga.dlq")
+
+    def commands(self, participant: str) -> str:
+        """The command topic of one participant, e.g. `orders.commands`."""
+        return self._name(f"{participant}.commands")
+
+    @staticmethod
+    def key(saga_id: str) -> bytes:
+        """The message key of every saga topic: the raw utf-8 saga_id (see FAUST.md, point 2)."""
+        return saga_id.encode()
+
+    def partition_of(self, saga_id: str) -> int:
+        """The partition a saga lives on: Kafka's default murmur2 partitioner over the raw key."""
+        return int(murmur2(self.key(saga_id)) & 0x7FFFFFFF) % self.partitions

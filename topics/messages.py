@@ -1,0 +1,160 @@
+"""Pydantic models for every message on the saga topics.
+
+Unknown fields are ignored (producers may be newer than us); missing or mistyped fields are rejected
+with an `InvalidMessage` that names the field, so a dead-letter record says what to fix.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+MAX_MESSAGE_BYTES = 256 * 1024
+"""Largest message the orchestrator accepts; bigger ones are dead-lettered, not processed."""
+
+MessageKind = Literal["command", "compensation"]
+Outcome = Literal["success", "failure", "retry"]
+TimerKind = Literal["step", "backoff", "deadline"]
+"""What a timeout wakes up: a step that did not answer, a backoff that elapsed, a saga deadline."""
+
+
+class Message(BaseModel):
+    """Base of all contract messages: immutable, tolerant of extra fields."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class StartSaga(Message):
+    """Start a saga; a second start with the same saga_id is a no-op."""
+
+    type: Literal["start"] = "start"
+    saga_id: str | None = Field(default=None, min_length=1, max_length=200)
+    saga_type: str = Field(min_length=1)
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class AbortSaga(Message):
+    """Operator abort: a running saga compensates what it has done."""
+
+    type: Literal["abort"] = "abort"
+    saga_id: str = Field(min_length=1)
+    reason: str = "aborted by operator"
+
+
+class RetrySaga(Message):
+    """Operator re-drive of a `failed` saga: its stuck compensation is tried again."""
+
+    type: Literal["retry"] = "retry"
+    saga_id: str = Field(min_length=1)
+
+
+class SagaTimeout(Message):
+    """A timer of the saga fell due; sent by the sweeper, ignored if the saga has moved on."""
+
+    type: Literal["timeout"] = "timeout"
+    saga_id: str = Field(min_length=1)
+    timer: TimerKind
+    step: str | None = None
+    kind: MessageKind | None = None
+    attempt: int | None = None
+    due_at: float
+
+
+SagaRequest = Annotated[
+    StartSaga | AbortSaga | RetrySaga | SagaTimeout, Field(discriminator="type")
+]
+
+
+class Command(Message):
+    """A command or compensation sent to a participant's command topic."""
+
+    message_id: str
+    saga_id: str
+    saga_type: str
+    step: str
+    kind: MessageKind
+    action: str
+    attempt: int = Field(ge=1)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    reply_to: str
+
+
+class Reply(Message):
+    """A participant's answer to one command or compensation."""
+
+    message_id: str
+    in_reply_to: str
+    saga_id: str = Field(min_length=1)
+    step: str
+    kind: MessageKind
+    attempt: int = Field(ge=1)
+    outcome: Outcome
+    data: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class SagaEvent(Message):
+    """One transition of a saga, published to `saga.events` for audit and views."""
+
+    saga_id: str
+    saga_type: str
+    seq: int
+    event: str
+    step: str | None = None
+    attempt: int | None = None
+    status: str
+    at: float
+    error: str | None = None
+
+
+class DeadLetter(Message):
+    """A message someone could not process: the original bytes (as text) and why."""
+
+    topic: str
+    partition: int | None = None
+    offset: int | None = None
+    key: str | None = None
+    value: str
+    error: str
+    at: float
+
+
+class InvalidMessage(ValueError):
+    """Raised when bytes on a saga topic are not a valid contract message; says what is wrong."""
+
+
+_REQUEST = TypeAdapter(SagaRequest)
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "message"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def _check_size(raw: bytes) -> None:
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise InvalidMessage(
+            f"message is {len(raw)} bytes, over the {MAX_MESSAGE_BYTES} byte limit"
+        )
+
+
+def parse_request(raw: bytes) -> StartSaga | AbortSaga | RetrySaga | SagaTimeout:
+    """Decode a `saga.requests` value, or raise `InvalidMessage` naming the problem."""
+    _check_size(raw)
+    try:
+        return _REQUEST.validate_json(raw)
+    except ValidationError as e:
+        raise InvalidMessage(f"invalid request: {_describe(e)}") from None
+
+
+def parse_reply(raw: bytes) -> Reply:
+    """Decode a `saga.replies` value, or raise `InvalidMessage` naming the problem."""
+    _check_size(raw)
+    try:
+        return Reply.model_validate_json(raw)
+    except ValidationError as e:
+        raise InvalidMessage(f"invalid reply: {_describe(e)}") from None
