@@ -1,0 +1,146 @@
+"""The orchestrator as a Faust application: one table, one agent, one timer, the web views.
+
+Everything here is wiring. The agent hands each record to `Orchestrator.handle`; the timer hands
+the clock to `Orchestrator.sweep`; the decisions are the engine's.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import faust
+import structlog
+from faust.types import TP
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from saga_app.kafka_io import FaustPublisher, SagaRepository
+from saga_app.metrics import SagaMetrics
+from saga_app.orchestrator import Orchestrator, Record
+from saga_app.settings import Settings
+from saga_app.sweeper import PartitionProgress, sweep_watermark
+from saga_app.web import install_views
+
+log = structlog.get_logger("saga.app")
+
+TABLE_NAME = "sagas"
+
+
+class SagaWorker:
+    """One orchestrator worker: the Faust app and the pieces it drives."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.catalog = settings.catalog
+        self.app = _faust_app(settings)
+        self.table = self.app.Table(
+            TABLE_NAME,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+        )
+        self.repository = SagaRepository(self.table)
+        self.metrics = SagaMetrics(registry if registry is not None else REGISTRY)
+        self.orchestrator = Orchestrator(
+            catalog=self.catalog,
+            store=self.repository,
+            publisher=FaustPublisher(self.app),
+            metrics=self.metrics,
+        )
+        self.source = self.app.topic(
+            self.catalog.requests,
+            self.catalog.replies,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+        )
+        self._indexed_partitions: frozenset[int] | None = None
+        self.app.agent(self.source, name="orchestrate", concurrency=1)(self._orchestrate)
+        self.app.timer(settings.sweep_interval, name="sweep")(self._sweep)
+        install_views(self)
+
+    async def _orchestrate(self, stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            await self.orchestrator.handle(
+                Record(
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    key=event.key,
+                    value=event.value,
+                    timestamp=message.timestamp,
+                )
+            )
+
+    def owned_partitions(self) -> frozenset[int]:
+        """The saga partitions this worker is the active owner of right now."""
+        return frozenset(
+            tp.partition
+            for tp in self.app.assignor.assigned_actives()
+            if tp.topic == self.catalog.requests
+        )
+
+    def is_ready(self) -> tuple[bool, str]:
+        """Whether this worker holds its partitions with their state recovered, and if not, why."""
+        tables: Any = self.app.tables  # the concrete TableManager; its type omits `recovery`
+        if not tables.recovery.completed.is_set():
+            return False, "recovering saga state from the changelog"
+        if self.app.rebalancing:
+            return False, "rebalancing: partitions are being reassigned"
+        return True, "ok"
+
+    def _progress(self, owned: frozenset[int]) -> list[PartitionProgress]:
+        """How far the agent has got on each owned input partition, for `sweep_watermark`."""
+        consumer: Any = self.app.consumer  # `_committed_offset` is faust's, not in ConsumerT
+        progress = []
+        for topic in (self.catalog.requests, self.catalog.replies):
+            for partition in owned:
+                tp = TP(topic, partition)
+                next_offset, processed_at = self.orchestrator.processed.get(
+                    (topic, partition), (consumer._committed_offset.get(tp), 0.0)
+                )
+                progress.append(
+                    PartitionProgress(consumer.highwater(tp), next_offset, processed_at)
+                )
+        return progress
+
+    async def _sweep(self) -> None:
+        """Send timeouts for overdue timers of owned sagas; never writes the table (FAUST.md 1)."""
+        ready, _ = self.is_ready()
+        if not ready:
+            return
+        started = time.monotonic()
+        owned = self.owned_partitions()
+        if owned != self._indexed_partitions:
+            states = [
+                s for s in self.repository.all() if self.catalog.partition_of(s.saga_id) in owned
+            ]
+            self.orchestrator.rebuild_deadlines(states, owned)
+            self.metrics.reset_in_flight(states)
+            self._indexed_partitions = owned
+            log.info("deadline_index_rebuilt", partitions=sorted(owned), sagas=len(states))
+        watermark = sweep_watermark(time.time(), self._progress(owned))
+        due = await self.orchestrator.sweep(watermark, owns=owned.__contains__)
+        self.metrics.swept(time.monotonic() - started, due)
+
+
+def _faust_app(settings: Settings) -> faust.App:
+    return faust.App(
+        f"{settings.topic_prefix}saga-orchestrator",
+        broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
+        store=settings.store,
+        datadir=str(settings.worker_data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        canonical_url=settings.web_url,
+        web_tables_enabled=False,
+        producer_acks=-1,
+        producer_linger_ms=settings.producer_linger_ms,
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",
+        value_serializer="raw",
+        autodiscover=False,
+    )

@@ -1,0 +1,121 @@
+"""Prometheus metrics of the orchestrator, in one typed container against an injected registry.
+
+A fresh `CollectorRegistry` per container keeps tests independent (faust-streaming's and
+prometheus-client's own advice); the worker uses the process-wide default registry.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from saga_app.state import SagaState, SagaStatus
+
+if TYPE_CHECKING:
+    from saga_app.engine import Decision
+
+_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_TERMINAL = {SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED}
+
+
+class SagaMetrics:
+    """Everything the orchestrator counts; one method per thing that happens."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.sagas_started = Counter("saga_started", "Sagas started", ["saga_type"], registry=r)
+        self.sagas_finished = Counter(
+            "saga_finished",
+            "Sagas that reached a terminal status",
+            ["saga_type", "status"],
+            registry=r,
+        )
+        self.saga_duration = Histogram(
+            "saga_duration_seconds",
+            "Start to terminal status",
+            ["saga_type", "status"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.step_duration = Histogram(
+            "saga_step_duration_seconds",
+            "Command sent to step finished",
+            ["saga_type", "step"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.saga_events = Counter(
+            "saga_transitions",
+            "Saga transitions by event (retries, timeouts, compensations...)",
+            ["saga_type", "event"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "saga_in_flight",
+            "Sagas owned by this worker that are not finished",
+            ["status"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "saga_dead_letters", "Records sent to the dead-letter topic", ["topic"], registry=r
+        )
+        self.ignored_events = Counter(
+            "saga_ignored_events",
+            "Duplicate, stale or unknown events that changed nothing",
+            ["kind", "reason"],
+            registry=r,
+        )
+        self.sweep_seconds = Histogram(
+            "saga_sweep_duration_seconds",
+            "Time of one sweep for overdue timers",
+            registry=r,
+            buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1),
+        )
+        self.sweep_due = Counter(
+            "saga_sweep_timeouts_sent", "Timeout requests the sweeper sent", registry=r
+        )
+
+    def observe(self, before: SagaState | None, after: SagaState, decision: Decision) -> None:
+        """Count what one applied decision changed."""
+        saga_type = after.saga_type
+        if before is None:
+            self.sagas_started.labels(saga_type).inc()
+        else:
+            self._leave(before.status)
+        for event in decision.events:
+            self.saga_events.labels(saga_type, event.event).inc()
+        for old, new in zip(before.steps if before else (), after.steps, strict=False):
+            if new.finished_at is not None and old.finished_at is None and new.started_at:
+                self.step_duration.labels(saga_type, new.name).observe(
+                    new.finished_at - new.started_at
+                )
+        if after.status in _TERMINAL:
+            self.sagas_finished.labels(saga_type, after.status.value).inc()
+            self.saga_duration.labels(saga_type, after.status.value).observe(
+                after.updated_at - after.created_at
+            )
+        else:
+            self.in_flight.labels(after.status.value).inc()
+
+    def _leave(self, status: SagaStatus) -> None:
+        if status not in _TERMINAL:
+            self.in_flight.labels(status.value).dec()
+
+    def ignored(self, kind: str, reason: str) -> None:
+        self.ignored_events.labels(kind, reason).inc()
+
+    def dead_lettered(self, topic: str) -> None:
+        self.dead_letters.labels(topic).inc()
+
+    def swept(self, seconds: float, due: int) -> None:
+        self.sweep_seconds.observe(seconds)
+        self.sweep_due.inc(due)
+
+    def reset_in_flight(self, states: list[SagaState]) -> None:
+        """Recount sagas in flight after an assignment change: ownership moved between workers."""
+        self.in_flight.clear()
+        for s in states:
+            if s.status not in _TERMINAL:
+                self.in_flight.labels(s.status.value).inc()

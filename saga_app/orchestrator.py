@@ -1,0 +1,232 @@
+"""The orchestrator's driver: one Kafka record in, `decide`, the outputs out, the state stored.
+
+Kept free of Faust so it can be tested with a dict for a store and a list for a producer; the Faust
+agent in `saga_app.app` only feeds it records (STYLE.md: thin agents, a pure engine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from saga_app.engine import Decision, decide
+from saga_app.errors import SagaError
+from saga_app.metrics import SagaMetrics
+from saga_app.sagas import get_definition
+from saga_app.state import SagaState
+from saga_app.sweeper import DeadlineIndex
+from topics import (
+    DeadLetter,
+    InvalidMessage,
+    Reply,
+    SagaTimeout,
+    StartSaga,
+    TopicCatalog,
+    parse_reply,
+    parse_request,
+)
+from topics.messages import AbortSaga, RetrySaga
+
+log = structlog.get_logger("saga.orchestrator")
+
+SagaInput = StartSaga | AbortSaga | RetrySaga | SagaTimeout | Reply
+
+_GENERATED_IDS = uuid.UUID("6f1c2a0e-8a53-4c1e-9a43-3b8f0d2b8c11")
+"""Namespace of saga ids the orchestrator makes up: derived from the record, so a replay agrees."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """What the driver needs of a consumed Kafka record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float
+    """Seconds since the epoch; the engine's `now`, so replaying a record decides the same."""
+
+
+class SagaStore(Protocol):
+    """Where saga states live: the changelogged Faust table, or a dict in tests."""
+
+    def get(self, saga_id: str) -> SagaState | None: ...
+
+    def put(self, state: SagaState) -> None: ...
+
+
+class Publisher(Protocol):
+    """Sends a message and returns once the broker has acknowledged it."""
+
+    async def publish(self, topic: str, key: bytes, value: bytes) -> None: ...
+
+
+class Orchestrator:
+    """Applies records to sagas: parse, route, decide, publish, store, index timers.
+
+    Every failure of one record ends in a dead letter, never in an exception that would make Faust
+    skip the record silently (FAUST.md, point 4). Outputs are published and acknowledged *before*
+    the state is stored: a crash in between replays the record, which re-sends the same message ids.
+    """
+
+    def __init__(
+        self,
+        catalog: TopicCatalog,
+        store: SagaStore,
+        publisher: Publisher,
+        metrics: SagaMetrics,
+        deadlines: DeadlineIndex | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.publisher = publisher
+        self.metrics = metrics
+        self.deadlines = deadlines if deadlines is not None else DeadlineIndex()
+        self.processed: dict[tuple[str, int], tuple[int, float]] = {}
+        """(topic, partition) -> (next offset to process, timestamp of the last record)."""
+
+    async def handle(self, record: Record) -> None:
+        """Process one record from `saga.requests` or `saga.replies`; never raises."""
+        try:
+            await self._handle(record)
+        except SagaError as e:
+            await self.dead_letter(record, str(e))
+        except InvalidMessage as e:
+            await self.dead_letter(record, str(e))
+        except Exception as e:  # a bug must not stop every other saga on this partition
+            log.exception("record_failed", topic=record.topic, offset=record.offset)
+            await self.dead_letter(record, f"internal error: {type(e).__name__}: {e}")
+        self.processed[(record.topic, record.partition)] = (record.offset + 1, record.timestamp)
+
+    async def _handle(self, record: Record) -> None:
+        message = self._parse(record)
+        if isinstance(message, StartSaga) and message.saga_id is None:
+            await self._republish_with_id(record, message)
+            return
+        saga_id = message.saga_id
+        assert saga_id is not None
+        if record.key != self.catalog.key(saga_id):
+            # The state lives on the saga's partition; a record keyed otherwise is moved there.
+            await self.publisher.publish(
+                record.topic, self.catalog.key(saga_id), record.value or b""
+            )
+            return
+        state = self.store.get(saga_id)
+        if state is None and not isinstance(message, StartSaga):
+            self.metrics.ignored(kind=_kind(message), reason="unknown_saga")
+            await self.dead_letter(record, f"unknown saga {saga_id!r}: no saga with this id exists")
+            return
+        saga_type = state.saga_type if state is not None else _start(message).saga_type
+        definition = get_definition(saga_type)
+        decision = decide(
+            definition, state, message, record.timestamp, reply_to=self.catalog.replies
+        )
+        await self._apply(saga_id, state, message, decision)
+
+    def _parse(self, record: Record) -> SagaInput:
+        if not record.value:
+            raise InvalidMessage("empty message: expected a JSON object")
+        if record.topic == self.catalog.replies:
+            return parse_reply(record.value)
+        return parse_request(record.value)
+
+    async def _republish_with_id(self, record: Record, start: StartSaga) -> None:
+        saga_id = str(
+            uuid.uuid5(_GENERATED_IDS, f"{record.topic}:{record.partition}:{record.offset}")
+        )
+        keyed = start.model_copy(update={"saga_id": saga_id})
+        await self.publisher.publish(
+            self.catalog.requests, self.catalog.key(saga_id), keyed.model_dump_json().encode()
+        )
+
+    async def _apply(
+        self, saga_id: str, before: SagaState | None, message: SagaInput, decision: Decision
+    ) -> None:
+        if decision.ignored is not None:
+            self.metrics.ignored(kind=_kind(message), reason=decision.ignored)
+            log.debug("event_ignored", saga_id=saga_id, reason=decision.ignored)
+        key = self.catalog.key(saga_id)
+        sends = [
+            self.publisher.publish(
+                self.catalog.commands(out.participant), key, out.command.model_dump_json().encode()
+            )
+            for out in decision.commands
+        ]
+        sends += [
+            self.publisher.publish(self.catalog.events, key, event.model_dump_json().encode())
+            for event in decision.events
+        ]
+        await asyncio.gather(*sends)
+        after = decision.state
+        if after is None or after is before:
+            return
+        self.store.put(after)
+        self.deadlines.track(saga_id, after.timers())
+        self.metrics.observe(before, after, decision)
+        for event in decision.events:
+            log.info(
+                event.event,
+                saga_id=saga_id,
+                saga_type=event.saga_type,
+                step=event.step,
+                attempt=event.attempt,
+                status=event.status,
+            )
+
+    async def dead_letter(self, record: Record, reason: str) -> None:
+        """Park a record we cannot process in `saga.dlq`, with the reason and its original bytes."""
+        self.metrics.dead_lettered(topic=record.topic)
+        log.warning("dead_lettered", topic=record.topic, offset=record.offset, reason=reason)
+        letter = DeadLetter(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=_text(record.key),
+            value=_text(record.value) or "",
+            error=reason,
+            at=record.timestamp,
+        )
+        await self.publisher.publish(
+            self.catalog.dlq, record.key or b"", letter.model_dump_json().encode()
+        )
+
+    async def sweep(self, now: float, owns: Callable[[int], bool]) -> int:
+        """Send a timeout request for every timer due by `now` on a partition this worker owns.
+
+        Only messages leave here: the agent that owns the saga decides what the timeout means.
+        """
+        due = [t for t in self.deadlines.pop_due(now) if owns(self.catalog.partition_of(t.saga_id))]
+        await asyncio.gather(
+            *(
+                self.publisher.publish(
+                    self.catalog.requests,
+                    self.catalog.key(t.saga_id),
+                    t.model_dump_json().encode(),
+                )
+                for t in due
+            )
+        )
+        return len(due)
+
+    def rebuild_deadlines(self, states: Iterable[SagaState], owned: Collection[int]) -> None:
+        """Index the timers of the sagas on `owned` partitions, after an assignment changed."""
+        self.deadlines.rebuild(s for s in states if self.catalog.partition_of(s.saga_id) in owned)
+
+
+def _start(message: SagaInput) -> StartSaga:
+    assert isinstance(message, StartSaga)
+    return message
+
+
+def _kind(message: SagaInput) -> str:
+    return "reply" if isinstance(message, Reply) else message.type
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode("utf-8", errors="replace")

@@ -1,0 +1,160 @@
+"""A running saga system for integration tests: real worker and participant processes on the
+real broker, driven only through Kafka topics and the web views, as a user would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from services import Service, http_json
+
+from saga_app.client import SagaClient
+from saga_app.settings import Settings
+from saga_app.topology import ensure_topics
+
+FINISHED = frozenset({"completed", "compensated", "failed"})
+
+
+class SagaSystem:
+    """Workers and participants under one topic prefix, so tests never see each other's sagas."""
+
+    def __init__(
+        self, bootstrap: str, workdir: Path, prefix: str, partitions: int = 4, workers: int = 1
+    ) -> None:
+        self.env = {
+            "SAGA_BOOTSTRAP_SERVERS": bootstrap,
+            "SAGA_TOPIC_PREFIX": prefix,
+            "SAGA_PARTITIONS": str(partitions),
+        }
+        self.settings = Settings.from_env(self.env)
+        self.catalog = self.settings.catalog
+        self.workdir = workdir
+        self.participants = Service("participants", self.env, workdir)
+        self.workers = [
+            Service("worker", self.env, workdir, name=f"worker-{i}") for i in range(workers)
+        ]
+
+    def start(self) -> SagaSystem:
+        asyncio.run(ensure_topics(self.settings))
+        for service in [self.participants, *self.workers]:
+            service.start()
+        for service in [self.participants, *self.workers]:
+            service.wait_ready()
+        return self
+
+    def stop(self) -> None:
+        for service in [*self.workers, self.participants]:
+            service.stop()
+
+    @property
+    def url(self) -> str:
+        return self.workers[0].url
+
+    # --- driving sagas -------------------------------------------------------------------------
+
+    def start_saga(self, saga_type: str, payload: dict[str, Any], saga_id: str) -> str:
+        async def send() -> None:
+            async with SagaClient(self.settings) as client:
+                await client.start(saga_type, payload, saga_id=saga_id)
+
+        asyncio.run(send())
+        return saga_id
+
+    def produce(self, topic: str, key: bytes | None, values: list[bytes]) -> None:
+        """Produce raw values (possibly garbage) to a topic, acknowledged by the broker."""
+
+        async def send() -> None:
+            producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers)
+            await producer.start()
+            try:
+                for value in values:
+                    await producer.send_and_wait(topic, value, key=key)
+            finally:
+                await producer.stop()
+
+        asyncio.run(send())
+
+    # --- observing -----------------------------------------------------------------------------
+
+    def get(self, saga_id: str, worker: int = 0) -> dict[str, Any] | None:
+        status, body = http_json("GET", f"{self.workers[worker].url}/sagas/{saga_id}")
+        if status == 404:
+            return None
+        assert status == 200, f"GET /sagas/{saga_id}: {status} {body}"
+        assert isinstance(body, dict)
+        return body
+
+    def wait_for(
+        self,
+        saga_id: str,
+        statuses: frozenset[str] = FINISHED,
+        timeout: float = 60.0,
+        worker: int = 0,
+    ) -> dict[str, Any]:
+        """Poll the web view until the saga reaches one of `statuses`; fail at the deadline."""
+        deadline = time.monotonic() + timeout
+        saga: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            saga = self.get(saga_id, worker)
+            if saga is not None and saga["status"] in statuses:
+                return saga
+            time.sleep(0.2)  # polling interval
+        raise AssertionError(f"saga {saga_id} not in {sorted(statuses)} after {timeout}s: {saga}")
+
+    def read_topic(self, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+        """Every record now in `topic` (up to its current end offsets), as (key, value)."""
+
+        async def read() -> list[tuple[bytes | None, bytes | None]]:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False
+            )
+            await consumer.start()
+            try:
+                partitions = consumer.partitions_for_topic(topic)
+                if partitions is None:
+                    await consumer._client.force_metadata_update()  # topic created moments ago
+                    partitions = consumer.partitions_for_topic(topic) or set()
+                tps = [TopicPartition(topic, p) for p in partitions]
+                consumer.assign(tps)
+                await consumer.seek_to_beginning(*tps)
+                ends = await consumer.end_offsets(tps)
+                out: list[tuple[bytes | None, bytes | None]] = []
+                deadline = time.monotonic() + 30
+                while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                    assert time.monotonic() < deadline, f"could not read {topic} to its end"
+                    batch = await consumer.getmany(timeout_ms=500)
+                    for records in batch.values():
+                        out.extend((r.key, r.value) for r in records)
+                return out
+            finally:
+                await consumer.stop()
+
+        return asyncio.run(read())
+
+    def events_of(self, saga_id: str) -> list[dict[str, Any]]:
+        """The saga's transitions as published on `saga.events`."""
+        key = saga_id.encode()
+        return [json.loads(v) for k, v in self.read_topic(self.catalog.events) if k == key and v]
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return [json.loads(v) for _, v in self.read_topic(self.catalog.dlq) if v]
+
+    def participant_writes(
+        self, participant: str, saga_id: str, at_least: int = 1, timeout: float = 30.0
+    ) -> list[dict[str, Any]]:
+        """Every write a participant made to its record of this saga, from its table changelog.
+
+        Faust produces changelog records asynchronously, so this polls until `at_least` are there.
+        """
+        topic = f"{self.catalog.prefix}saga-participants-{participant}-records-changelog"
+        key = f"{participant}:{saga_id}".encode()
+        deadline = time.monotonic() + timeout
+        while True:
+            writes = [json.loads(v) for k, v in self.read_topic(topic) if k == key and v]
+            if len(writes) >= at_least or time.monotonic() > deadline:
+                return writes
+            time.sleep(0.2)  # polling interval

@@ -1,0 +1,248 @@
+"""Sagas end to end on the real broker: a worker and the participants as real processes, driven
+through `saga.requests` and observed through the web view and the topics."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from services import http_json
+
+from tests.integration.saga_system import SagaSystem
+
+
+@pytest.fixture(scope="module")
+def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SagaSystem]:
+    workdir: Path = tmp_path_factory.mktemp("sagas")
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    running = SagaSystem(kafka_bootstrap, workdir, prefix).start()
+    yield running
+    running.stop()
+
+
+def new_id(label: str) -> str:
+    return f"{label}-{uuid.uuid4().hex[:10]}"
+
+
+def order(simulate: dict[str, str] | None = None, qty: int = 1, **extra: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "customer_id": new_id("customer"),
+        "items": [{"sku": new_id("sku"), "qty": qty}],
+        "amount": 25.0,
+        **extra,
+    }
+    if simulate:
+        payload["simulate"] = simulate
+    return payload
+
+
+def events(saga: dict[str, Any], *names: str) -> list[tuple[str, str | None]]:
+    """The (event, step) pairs of the saga's history whose event is one of `names`."""
+    return [(h["event"], h["step"]) for h in saga["history"] if h["event"] in names]
+
+
+def step(saga: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in saga["steps"] if s["name"] == name)
+
+
+PAYLOADS = {
+    "create_order": order(),
+    "create_experiment": {"user_id": "u1", "name": "exp", "resources": {"gpus": 2}},
+    "create_run": {"experiment_id": "e1", "config": {"lr": 0.1}, "resources": 2},
+}
+
+
+@pytest.mark.parametrize("saga_type", sorted(PAYLOADS))
+def test_each_example_saga_completes(system: SagaSystem, saga_type: str) -> None:
+    """Each example saga runs every step once and completes, with step data merged into context."""
+    saga_id = system.start_saga(saga_type, PAYLOADS[saga_type], new_id(saga_type))
+    saga = system.wait_for(saga_id)
+    assert saga["status"] == "completed", saga
+    assert all(s["status"] == "succeeded" and s["attempts"] == 1 for s in saga["steps"])
+    assert events(saga, "compensation_started") == []
+    if saga_type == "create_order":
+        assert saga["context"]["order_id"] == saga_id
+        assert saga["context"]["payment_id"] == saga_id
+
+
+@pytest.mark.parametrize(
+    ("failing", "compensated"),
+    [
+        ("create_order", []),
+        ("reserve_stock", ["create_order"]),
+        ("charge_payment", ["reserve_stock", "create_order"]),
+    ],
+)
+def test_failure_compensates_done_steps_in_reverse(
+    system: SagaSystem, failing: str, compensated: list[str]
+) -> None:
+    """A failure at a step compensates exactly the steps done before it, last first."""
+    saga_id = system.start_saga("create_order", order({failing: "fail"}), new_id("fail"))
+    saga = system.wait_for(saga_id)
+    assert saga["status"] == "compensated", saga
+    assert [s for _, s in events(saga, "compensation_succeeded")] == compensated
+    assert step(saga, failing)["status"] == "failed"
+    assert "simulated failure" in (step(saga, failing)["error"] or "")
+
+
+def test_credit_limit_is_a_real_domain_failure(system: SagaSystem) -> None:
+    """A charge over the customer's credit limit fails the pivot and rolls the order back."""
+    saga_id = system.start_saga("create_order", order(amount=5000.0), new_id("credit"))
+    saga = system.wait_for(saga_id)
+    assert saga["status"] == "compensated"
+    assert "credit limit exceeded" in (step(saga, "charge_payment")["error"] or "")
+
+
+def test_step_that_never_answers_is_retried_then_its_effect_compensated(system: SagaSystem) -> None:
+    """A silent step times out on every attempt; its possibly-done effect is compensated too."""
+    saga_id = system.start_saga(
+        "create_order", order({"reserve_stock": "timeout"}), new_id("silent")
+    )
+    saga = system.wait_for(saga_id, timeout=90)
+    assert saga["status"] == "compensated", saga
+    reserve = step(saga, "reserve_stock")
+    assert reserve["attempts"] == 3
+    assert [e for e, s in events(saga, "step_timed_out")] == ["step_timed_out"] * 3
+    assert [s for _, s in events(saga, "compensation_succeeded")] == [
+        "reserve_stock",
+        "create_order",
+    ]
+    writes = system.participant_writes("inventory", saga_id, at_least=2)
+    assert [w["status"] for w in writes] == ["reserved", "released"]
+
+
+@pytest.mark.parametrize("retries", [1, 2])
+def test_flaky_step_completes_after_its_retries(system: SagaSystem, retries: int) -> None:
+    """A step answering `retry` N times is re-sent with backoff and succeeds on attempt N+1."""
+    saga_id = system.start_saga(
+        "create_order", order({"charge_payment": f"flaky:{retries}"}), new_id("flaky")
+    )
+    saga = system.wait_for(saga_id)
+    assert saga["status"] == "completed", saga
+    assert step(saga, "charge_payment")["attempts"] == retries + 1
+
+
+def test_failing_compensation_is_retried_until_it_succeeds(system: SagaSystem) -> None:
+    """A compensation failing N times succeeds on attempt N+1 and the saga is compensated."""
+    simulate = {"charge_payment": "fail", "reserve_stock": "fail_compensation:2"}
+    saga_id = system.start_saga("create_order", order(simulate), new_id("comp"))
+    saga = system.wait_for(saga_id)
+    assert saga["status"] == "compensated", saga
+    assert step(saga, "reserve_stock")["compensation_attempts"] == 3
+
+
+def test_compensation_that_never_succeeds_fails_and_retry_redrives_it(system: SagaSystem) -> None:
+    """Past its attempts a compensation leaves the saga `failed`; an operator retry finishes it."""
+    simulate = {"charge_payment": "fail", "reserve_stock": "fail_compensation:5"}
+    saga_id = system.start_saga("create_order", order(simulate), new_id("stuck"))
+    saga = system.wait_for(saga_id)
+    assert saga["status"] == "failed", saga
+    assert step(saga, "reserve_stock")["compensation_attempts"] == 5
+    assert "reserve_stock" in (saga["error"] or "")
+
+    status, body = http_json("POST", f"{system.url}/sagas/{saga_id}/retry")
+    assert status == 202, body
+    saga = system.wait_for(saga_id, frozenset({"compensated"}))
+    assert step(saga, "reserve_stock")["compensation_attempts"] == 6
+    assert [s for _, s in events(saga, "compensation_succeeded")] == [
+        "reserve_stock",
+        "create_order",
+    ]
+
+
+def test_abort_compensates_a_running_saga(system: SagaSystem) -> None:
+    """Aborting a saga while a step is running compensates what was done, with the reason."""
+    saga_id = system.start_saga(
+        "create_order", order({"reserve_stock": "timeout"}), new_id("abort")
+    )
+    system.wait_for(saga_id, frozenset({"in_progress"}))
+    status, body = http_json(
+        "POST", f"{system.url}/sagas/{saga_id}/abort", {"reason": "customer changed their mind"}
+    )
+    assert status == 202, body
+    saga = system.wait_for(saga_id)
+    assert saga["status"] == "compensated", saga
+    assert "customer changed their mind" in (saga["error"] or "")
+    assert step(saga, "reserve_stock")["attempts"] == 1
+
+
+def test_starting_the_same_saga_twice_makes_one_saga(system: SagaSystem) -> None:
+    """A second start with the same saga_id is a no-op: one saga, one set of commands."""
+    saga_id = new_id("twice")
+    payload = order()
+    system.start_saga("create_order", payload, saga_id)
+    system.start_saga("create_order", payload, saga_id)
+    system.wait_for(saga_id)
+    started = [e for e in system.events_of(saga_id) if e["event"] == "saga_started"]
+    assert len({e["seq"] for e in started}) == 1
+    assert len(system.participant_writes("orders", saga_id)) == 1
+
+
+def test_command_delivered_twice_has_one_effect(system: SagaSystem) -> None:
+    """The same command twice gets the same reply twice but reserves the stock once."""
+    saga_id = new_id("dup")
+    reply_topic = f"{system.catalog.prefix}test.replies.{saga_id}"
+    command = {
+        "message_id": f"{saga_id}:reserve_stock:command:1",
+        "saga_id": saga_id,
+        "saga_type": "create_order",
+        "step": "reserve_stock",
+        "kind": "command",
+        "action": "reserve_stock",
+        "attempt": 1,
+        "payload": order(qty=7),
+        "reply_to": reply_topic,
+    }
+    raw = json.dumps(command).encode()
+    system.produce(system.catalog.commands("inventory"), saga_id.encode(), [raw, raw])
+    replies = poll_topic(system, reply_topic, count=2)
+    assert replies[0] == replies[1]
+    assert json.loads(replies[0])["outcome"] == "success"
+    assert [w["status"] for w in system.participant_writes("inventory", saga_id)] == ["reserved"]
+
+
+def poll_topic(system: SagaSystem, topic: str, count: int, timeout: float = 30) -> list[bytes]:
+    deadline = time.monotonic() + timeout
+    values: list[bytes] = []
+    while time.monotonic() < deadline:
+        try:
+            values = [v for _, v in system.read_topic(topic) if v]
+        except AssertionError:
+            values = []
+        if len(values) >= count:
+            return values
+        time.sleep(0.2)  # polling interval
+    raise AssertionError(f"{topic}: {len(values)} of {count} records after {timeout}s")
+
+
+def test_bad_messages_are_dead_lettered_and_others_still_complete(system: SagaSystem) -> None:
+    """Garbage, an unknown saga type and a reply for no saga go to saga.dlq; sagas go on."""
+    requests = system.catalog.requests
+    bad_id = new_id("bad")
+    system.produce(requests, bad_id.encode(), [b"{not json", b'{"type":"start"}'])
+    system.start_saga("no_such_saga", {}, bad_id)
+    stray = {
+        "message_id": "x",
+        "in_reply_to": "y",
+        "saga_id": new_id("ghost"),
+        "step": "create_order",
+        "kind": "command",
+        "attempt": 1,
+        "outcome": "success",
+    }
+    system.produce(system.catalog.replies, stray["saga_id"].encode(), [json.dumps(stray).encode()])
+    good = system.start_saga("create_order", order(), new_id("good"))
+    assert system.wait_for(good)["status"] == "completed"
+
+    letters = system.dead_letters()
+    errors = " | ".join(letter["error"] for letter in letters)
+    assert any(letter["value"] == "{not json" for letter in letters), errors
+    assert "saga_type" in errors
+    assert "no_such_saga" in errors and "create_order" in errors  # names the known types
+    assert f"unknown saga {stray['saga_id']!r}" in errors
+    assert system.get(bad_id) is None

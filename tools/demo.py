@@ -1,0 +1,258 @@
+"""`make demo`: a broker, a worker and the participants, then a batch of sagas with mixed outcomes.
+
+Prints a progress bar while the batch runs and a summary per saga type and status (count, p50 and
+p99 duration, from the `saga.events` timestamps), then the dashboard URL. Stops what it started at
+the end or on Ctrl-C, unless `--keep-running`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import sys
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from saga_app.client import SagaClient  # noqa: E402
+from saga_app.settings import Settings  # noqa: E402
+from saga_app.topology import ensure_topics  # noqa: E402
+from tools.local_kafka import LocalKafka, fetch  # noqa: E402
+from tools.services import Service  # noqa: E402
+
+TERMINAL = {
+    "saga_completed": "completed",
+    "saga_compensated": "compensated",
+    "saga_failed": "failed",
+}
+
+# What each saga of the batch does: mostly success, then a failure at each step, a step that
+# never answers, a flaky step, a compensation that fails once.
+SCENARIOS: dict[str, list[dict[str, str]]] = {
+    "create_order": [
+        {},
+        {},
+        {},
+        {},
+        {},
+        {"create_order": "fail"},
+        {"reserve_stock": "fail"},
+        {"charge_payment": "fail"},
+        {"reserve_stock": "timeout"},
+        {"charge_payment": "flaky:2"},
+        {"charge_payment": "fail", "reserve_stock": "fail_compensation:1"},
+        {"send_confirmation": "flaky:1"},
+    ],
+    "create_experiment": [
+        {},
+        {},
+        {},
+        {"allocate_resources": "fail"},
+        {"initialize_metrics": "fail"},
+        {"notify_user": "fail"},
+        {"initialize_metrics": "flaky:1"},
+    ],
+    "create_run": [
+        {},
+        {},
+        {},
+        {"reserve_resources": "fail"},
+        {"start_worker": "fail"},
+        {"initialize_metrics": "timeout"},
+        {"start_worker": "flaky:2"},
+    ],
+}
+
+
+def payload_for(saga_type: str, n: int, simulate: dict[str, str]) -> dict[str, Any]:
+    base: dict[str, Any]
+    if saga_type == "create_order":
+        base = {
+            "customer_id": f"customer-{n % 50}",
+            "items": [{"sku": f"sku-{n % 20}", "qty": 1}],
+            "amount": 10.0,
+        }
+    elif saga_type == "create_experiment":
+        base = {"user_id": f"user-{n % 10}", "name": f"experiment-{n}", "resources": {"gpus": 1}}
+    else:
+        base = {"experiment_id": f"experiment-{n}", "config": {"lr": 0.01}, "resources": 1}
+    if simulate:
+        base["simulate"] = simulate
+    return base
+
+
+def batch(
+    count: int, types: list[str], happy: bool = False
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """`count` sagas cycling through the types and their scenarios: (saga_id, type, payload)."""
+    cycles = {t: itertools.cycle([{}] if happy else SCENARIOS[t]) for t in types}
+    out = []
+    for n in range(count):
+        saga_type = types[n % len(types)]
+        out.append(
+            (
+                f"demo-{uuid.uuid4().hex[:12]}",
+                saga_type,
+                payload_for(saga_type, n, next(cycles[saga_type])),
+            )
+        )
+    return out
+
+
+class Progress:
+    """A progress bar on a terminal; a line per tenth of the batch anywhere else (CI, pipes)."""
+
+    def __init__(self, total: int, width: int = 30) -> None:
+        self.total, self.width = total, width
+        self.tty = sys.stdout.isatty()
+        self.shown = -1
+
+    def show(self, done: int, counts: dict[str, int]) -> None:
+        step = max(1, self.total // 10)
+        if done == self.shown or (not self.tty and done // step == self.shown // step):
+            return
+        self.shown = done
+        filled = int(self.width * done / self.total) if self.total else self.width
+        summary = " ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        line = (
+            f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} finished  {summary}"
+        )
+        print(f"\r{line}" if self.tty else line, end="" if self.tty else "\n", flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run_batch(
+    settings: Settings, sagas: list[tuple[str, str, dict[str, Any]]], timeout: float
+) -> dict[str, tuple[str, str, float]]:
+    """Start the sagas and follow `saga.events` until each is finished; returns id -> outcome."""
+    wanted = {saga_id: saga_type for saga_id, saga_type, _ in sagas}
+    consumer = AIOKafkaConsumer(
+        settings.catalog.events,
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="latest",
+        group_id=None,
+    )
+    await consumer.start()
+    await consumer.seek_to_end()
+    started_at: dict[str, float] = {}
+    finished: dict[str, tuple[str, str, float]] = {}
+    counts: dict[str, int] = defaultdict(int)
+    wall = time.monotonic()
+    progress = Progress(len(wanted))
+    try:
+        async with SagaClient(settings) as client:
+            await asyncio.gather(*(client.start(t, p, saga_id=i) for i, t, p in sagas))
+        deadline = time.monotonic() + timeout
+        while len(finished) < len(wanted) and time.monotonic() < deadline:
+            batch_ = await consumer.getmany(timeout_ms=500)
+            for records in batch_.values():
+                for record in records:
+                    event = json.loads(record.value)
+                    saga_id = event["saga_id"]
+                    if saga_id not in wanted:
+                        continue
+                    if event["event"] == "saga_started":
+                        started_at[saga_id] = event["at"]
+                    status = TERMINAL.get(event["event"])
+                    if status and saga_id not in finished:
+                        duration = event["at"] - started_at.get(saga_id, event["at"])
+                        finished[saga_id] = (wanted[saga_id], status, duration)
+                        counts[status] += 1
+            progress.show(len(finished), counts)
+    finally:
+        await consumer.stop()
+    elapsed = time.monotonic() - wall
+    if progress.tty:
+        print()
+    print(
+        f"{len(finished)} of {len(wanted)} sagas finished in {elapsed:.1f}s "
+        f"({len(finished) / elapsed:.1f} sagas/s)"
+    )
+    return finished
+
+
+def summary(finished: dict[str, tuple[str, str, float]]) -> str:
+    groups: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for saga_type, status, duration in finished.values():
+        groups[(saga_type, status)].append(duration)
+    lines = [f"{'saga type':<20}{'status':<14}{'count':>6}{'p50 s':>9}{'p99 s':>9}"]
+    for (saga_type, status), durations in sorted(groups.items()):
+        lines.append(
+            f"{saga_type:<20}{status:<14}{len(durations):>6}"
+            f"{percentile(durations, 0.5):>9.3f}{percentile(durations, 0.99):>9.3f}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=60, help="sagas to run (default 60)")
+    parser.add_argument("--types", default=",".join(SCENARIOS), help="comma-separated saga types")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the batch")
+    parser.add_argument(
+        "--keep-running", action="store_true", help="leave everything up at the end"
+    )
+    args = parser.parse_args()
+    types = [t for t in args.types.split(",") if t]
+    unknown = [t for t in types if t not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown saga types {unknown}; known: {', '.join(SCENARIOS)}")
+
+    port = int(os.environ.get("KAFKA_PORT", "9092"))
+    fetch()
+    kafka = LocalKafka(port=port)
+    started_kafka = kafka.up()  # False when `make kafka-up` already runs one: leave that one up
+    workdir = REPO / ".cache" / "demo"
+    env = {"SAGA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+    settings = Settings.from_env(env)
+    asyncio.run(ensure_topics(settings))
+    worker = Service("worker", env, workdir)
+    participants = Service("participants", env, workdir)
+    services = [worker, participants]
+    try:
+        print("starting a worker and the participants ...", flush=True)
+        for service in services:
+            service.start()
+        for service in services:
+            service.wait_ready()
+        print(f"running {args.count} sagas ({', '.join(types)}) with mixed outcomes")
+        finished = asyncio.run(
+            run_batch(settings, batch(args.count, types, args.happy), args.timeout)
+        )
+        print(summary(finished))
+        print(
+            f"\nlook at them: {worker.url}/   (one saga: saga status <saga_id> --url {worker.url})"
+        )
+        print(f"logs: {worker.log_path} and {participants.log_path}")
+        if args.keep_running:
+            print("still running (--keep-running); stop with: make kafka-down and kill the workers")
+            return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping")
+    finally:
+        if not args.keep_running:
+            for service in services:
+                with contextlib.suppress(Exception):
+                    service.stop()
+            if started_kafka:
+                kafka.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
