@@ -11,15 +11,16 @@ from typing import Any
 
 import faust
 import structlog
+from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TP
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import CollectorRegistry
 
 from saga_app.kafka_io import FaustPublisher, SagaRepository
 from saga_app.metrics import SagaMetrics
 from saga_app.orchestrator import Orchestrator, Record
 from saga_app.settings import Settings
 from saga_app.sweeper import PartitionProgress, sweep_watermark
-from saga_app.web import install_views
+from saga_app.web import install_views, json_errors
 
 log = structlog.get_logger("saga.app")
 
@@ -40,7 +41,7 @@ class SagaWorker:
             partitions=settings.partitions,
         )
         self.repository = SagaRepository(self.table)
-        self.metrics = SagaMetrics(registry if registry is not None else REGISTRY)
+        self.metrics = SagaMetrics(registry)
         self.orchestrator = Orchestrator(
             catalog=self.catalog,
             store=self.repository,
@@ -57,6 +58,7 @@ class SagaWorker:
         self._indexed_partitions: frozenset[int] | None = None
         self.app.agent(self.source, name="orchestrate", concurrency=1)(self._orchestrate)
         self.app.timer(settings.sweep_interval, name="sweep")(self._sweep)
+        setup_prometheus_sensors(self.app, "/metrics", self.metrics.registry, "faust")
         install_views(self)
 
     async def _orchestrate(self, stream: Any) -> None:
@@ -105,6 +107,13 @@ class SagaWorker:
                 )
         return progress
 
+    def _reindex(self, owned: frozenset[int]) -> None:
+        """Rebuild the in-memory indexes from the states of the partitions this worker now owns."""
+        states = [s for s in self.repository.all() if self.catalog.partition_of(s.saga_id) in owned]
+        self.orchestrator.rebuild_indexes(states)
+        self._indexed_partitions = owned
+        log.info("indexes_rebuilt", partitions=sorted(owned), sagas=len(states))
+
     async def _sweep(self) -> None:
         """Send timeouts for overdue timers of owned sagas; never writes the table (FAUST.md 1)."""
         ready, _ = self.is_ready()
@@ -113,13 +122,7 @@ class SagaWorker:
         started = time.monotonic()
         owned = self.owned_partitions()
         if owned != self._indexed_partitions:
-            states = [
-                s for s in self.repository.all() if self.catalog.partition_of(s.saga_id) in owned
-            ]
-            self.orchestrator.rebuild_deadlines(states, owned)
-            self.metrics.reset_in_flight(states)
-            self._indexed_partitions = owned
-            log.info("deadline_index_rebuilt", partitions=sorted(owned), sagas=len(states))
+            self._reindex(owned)
         watermark = sweep_watermark(time.time(), self._progress(owned))
         due = await self.orchestrator.sweep(watermark, owns=owned.__contains__)
         self.metrics.swept(time.monotonic() - started, due)
@@ -143,4 +146,5 @@ def _faust_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         autodiscover=False,
+        web_application_options={"middlewares": [json_errors]},
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,6 +16,7 @@ import structlog
 
 from saga_app.engine import Decision, decide
 from saga_app.errors import SagaError
+from saga_app.listing import SagaListing
 from saga_app.metrics import SagaMetrics
 from saga_app.sagas import get_definition
 from saga_app.state import SagaState
@@ -82,12 +83,14 @@ class Orchestrator:
         publisher: Publisher,
         metrics: SagaMetrics,
         deadlines: DeadlineIndex | None = None,
+        listing: SagaListing | None = None,
     ) -> None:
         self.catalog = catalog
         self.store = store
         self.publisher = publisher
         self.metrics = metrics
         self.deadlines = deadlines if deadlines is not None else DeadlineIndex()
+        self.listing = listing if listing is not None else SagaListing()
         self.processed: dict[tuple[str, int], tuple[int, float]] = {}
         """(topic, partition) -> (next offset to process, timestamp of the last record)."""
 
@@ -168,6 +171,7 @@ class Orchestrator:
             return
         self.store.put(after)
         self.deadlines.track(saga_id, after.timers())
+        self.listing.update(after)
         self.metrics.observe(before, after, decision)
         for event in decision.events:
             log.info(
@@ -214,9 +218,11 @@ class Orchestrator:
         )
         return len(due)
 
-    def rebuild_deadlines(self, states: Iterable[SagaState], owned: Collection[int]) -> None:
-        """Index the timers of the sagas on `owned` partitions, after an assignment changed."""
-        self.deadlines.rebuild(s for s in states if self.catalog.partition_of(s.saga_id) in owned)
+    def rebuild_indexes(self, states: list[SagaState]) -> None:
+        """Index the timers and summaries of the sagas this worker now owns."""
+        self.deadlines.rebuild(states)
+        self.listing.rebuild(states)
+        self.metrics.reset_in_flight(states)
 
 
 def _start(message: SagaInput) -> StartSaga:

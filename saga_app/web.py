@@ -1,25 +1,41 @@
-"""The worker's web views (DESIGN.md, "Web"): read a saga, start/abort/retry one, health, metrics.
+"""The worker's web views (DESIGN.md, "Web"): read, list, start, abort and re-drive sagas.
 
-A saga is read on the worker that owns it: `GET /sagas/{id}` is routed there by Faust using the
-table's raw-bytes key, the same bytes the topics are keyed by. Writes never touch the table: they
-become messages on `saga.requests`, which the owning agent applies.
+Reads go where the data is. `GET /sagas/{id}` is routed to the worker owning the saga, using the
+table's raw-bytes key, which are the same bytes the topics are keyed by. `GET /sagas` and
+`GET /stats` ask every worker for its own part and merge the answers. A 503 caused by a rebalance
+is retried for a while rather than shown. Writes never touch the table: they become messages on
+`saga.requests`, and the owning agent applies them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
+from collections.abc import Awaitable, Callable
+from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import ClientError
+from aiohttp import web as aio_web
+from faust.exceptions import SameNode
 from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from faust.web.exceptions import ServiceUnavailable
 from pydantic import ValidationError
 
+from saga_app.listing import merge_stats, newest_first
 from saga_app.sagas import DEFINITIONS
+from saga_app.state import SagaStatus
 from topics import MAX_MESSAGE_BYTES, AbortSaga, RetrySaga, StartSaga
 
 if TYPE_CHECKING:
     from saga_app.app import SagaWorker
+
+REBALANCE_PATIENCE = 15.0
+"""Seconds a request waits for a rebalance to settle before answering 503."""
+MAX_LIST_LIMIT = 1000
+STATUSES = frozenset(s.value for s in SagaStatus)
 
 
 class BadRequest(Exception):
@@ -28,6 +44,10 @@ class BadRequest(Exception):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+class Unavailable(Exception):
+    """A worker that should answer cannot right now (rebalancing, restarting)."""
 
 
 async def read_json_object(view: View, request: Request) -> dict[str, Any]:
@@ -44,6 +64,22 @@ async def read_json_object(view: View, request: Request) -> dict[str, Any]:
     return data
 
 
+def list_filters(query: Any) -> tuple[str | None, str | None, int]:
+    """`status`, `saga_type` and `limit` from a query string, checked."""
+    status = query.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(sorted(STATUSES))}, got {status!r}")
+    saga_type = query.get("saga_type") or None
+    raw_limit = query.get("limit") or "100"
+    try:
+        limit = int(raw_limit)
+    except ValueError:
+        raise BadRequest(f"limit must be an integer, got {raw_limit!r}") from None
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}")
+    return status, saga_type, limit
+
+
 def describe_validation(error: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(p) for p in item['loc']) or 'body'}: {item['msg']}"
@@ -51,14 +87,80 @@ def describe_validation(error: ValidationError) -> str:
     )
 
 
+async def patiently(call: Callable[[], Awaitable[Any]]) -> Any:
+    """Retry `call` while it raises `Unavailable`, for up to `REBALANCE_PATIENCE` seconds."""
+    deadline = time.monotonic() + REBALANCE_PATIENCE
+    while True:
+        try:
+            return await call()
+        except Unavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.25)  # let the rebalance settle before asking again
+
+
+@aio_web.middleware
+async def json_errors(request: aio_web.Request, handler: Any) -> aio_web.StreamResponse:
+    """Answer aiohttp's own errors (no such route, wrong method, body too large) in JSON too."""
+    try:
+        response: aio_web.StreamResponse = await handler(request)
+        return response
+    except aio_web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return aio_web.json_response(
+            {"error": f"{e.reason}: {request.method} {request.path}"}, status=e.status
+        )
+
+
 def install_views(worker: SagaWorker) -> None:
     """Register the views on the worker's Faust app."""
     app = worker.app
     catalog = worker.catalog
+    listing = worker.orchestrator.listing
     publish = worker.orchestrator.publisher.publish
+    own_url = str(app.conf.canonical_url).rstrip("/")
 
     def error(view: View, status: int, message: str) -> Response:
         return view.json({"error": message}, status=status)
+
+    def worker_urls() -> list[str]:
+        """Every worker of the cluster, as the group's assignment knows them."""
+        urls = {str(u).rstrip("/") for u in app.assignor.tables_metadata()}
+        return sorted(urls | {own_url})
+
+    async def ask(url: str, path: str, params: dict[str, str]) -> Any:
+        """GET a local-only view of another worker."""
+        try:
+            async with app.http_client.get(f"{url}{path}", params=params) as response:
+                if response.status != 200:
+                    raise Unavailable(f"{url} answered {response.status}")
+                return await response.json()
+        except (TimeoutError, ClientError) as e:
+            raise Unavailable(f"{url} unreachable: {e}") from None
+
+    async def from_every_worker(
+        path: str, params: dict[str, str], local: Callable[[], Any]
+    ) -> list[Any]:
+        async def one(url: str) -> Any:
+            if url == own_url:
+                ready, reason = worker.is_ready()
+                if not ready:
+                    raise Unavailable(reason)
+                return local()
+            return await ask(url, path, {**params, "local": "1"})
+
+        async def attempt() -> list[Any]:
+            return list(await asyncio.gather(*(one(url) for url in worker_urls())))
+
+        result: list[Any] = await patiently(attempt)
+        return result
+
+    @app.page("/")
+    class Dashboard(View):
+        async def get(self, request: Request) -> Response:
+            page = files("saga_app").joinpath("dashboard/index.html").read_bytes()
+            return self.bytes(page, content_type="text/html")
 
     @app.page("/health")
     class Health(View):
@@ -68,6 +170,7 @@ def install_views(worker: SagaWorker) -> None:
                 "status": "ok" if ready else "unavailable",
                 "reason": reason,
                 "partitions": sorted(worker.owned_partitions()),
+                "sagas": len(listing),
             }
             return self.json(body, status=200 if ready else 503)
 
@@ -76,15 +179,38 @@ def install_views(worker: SagaWorker) -> None:
         async def get(self, request: Request) -> Response:
             return self.json([d.describe() for d in DEFINITIONS.values()])
 
-    @app.page("/metrics")
-    class Metrics(View):
+    @app.page("/stats")
+    class Stats(View):
         async def get(self, request: Request) -> Response:
-            return self.bytes(
-                generate_latest(worker.metrics.registry), content_type=CONTENT_TYPE_LATEST
-            )
+            if request.query.get("local"):
+                return self.json(listing.stats())
+            try:
+                parts = await from_every_worker("/stats", {}, listing.stats)
+            except Unavailable as e:
+                return error(self, 503, f"cannot count sagas: {e}")
+            return self.json(merge_stats(parts))
 
     @app.page("/sagas")
     class Sagas(View):
+        async def get(self, request: Request) -> Response:
+            try:
+                status, saga_type, limit = list_filters(request.query)
+            except BadRequest as e:
+                return error(self, e.status, str(e))
+            if request.query.get("local"):
+                return self.json(listing.query(status, saga_type, limit))
+            params = {k: v for k, v in request.query.items() if k in {"status", "saga_type"}}
+            params["limit"] = str(limit)
+            try:
+                parts = await from_every_worker(
+                    "/sagas", params, lambda: listing.query(status, saga_type, limit)
+                )
+            except Unavailable as e:
+                return error(self, 503, f"cannot list sagas: {e}")
+            merged = [summary for part in parts for summary in part]
+            merged.sort(key=newest_first, reverse=True)
+            return self.json(merged[:limit])
+
         async def post(self, request: Request) -> Response:
             try:
                 body = await read_json_object(self, request)
@@ -103,9 +229,30 @@ def install_views(worker: SagaWorker) -> None:
 
     @app.page("/sagas/{saga_id}")
     class Saga(View):
-        # faust types view handlers without the match_info arguments it passes them
-        @app.table_route(table=worker.table, match_info="saga_id")  # type: ignore[arg-type]
         async def get(self, request: Request, saga_id: str) -> Response:
+            async def routed() -> Response:
+                try:
+                    response: Response = await app.router.route_req(
+                        worker.table.name, saga_id, self.web, request
+                    )
+                except SameNode:
+                    return self.local(saga_id)
+                except (TimeoutError, ServiceUnavailable, ClientError) as e:
+                    raise Unavailable(str(e)) from None
+                if response.status == 503:
+                    raise Unavailable("the owner is rebalancing")
+                return response
+
+            try:
+                result: Response = await patiently(routed)
+            except Unavailable as e:
+                return error(self, 503, f"the cluster is rebalancing, try again: {e}")
+            return result
+
+        def local(self, saga_id: str) -> Response:
+            ready, reason = worker.is_ready()
+            if not ready:
+                raise Unavailable(reason)
             raw = worker.repository.get_raw(saga_id)
             if raw is None:
                 return error(self, 404, f"no saga with id {saga_id!r}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from services import Service, http_json
 
 from saga_app.client import SagaClient
@@ -77,6 +78,19 @@ class SagaSystem:
                 await producer.stop()
 
         asyncio.run(send())
+
+    def create_topic(self, name: str, partitions: int = 1) -> None:
+        """Create a topic up front: an auto-created one stalls its first producer for seconds."""
+
+        async def create() -> None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers)
+            await admin.start()
+            try:
+                await admin.create_topics([NewTopic(name, partitions, 1)])
+            finally:
+                await admin.close()
+
+        asyncio.run(create())
 
     # --- observing -----------------------------------------------------------------------------
 

@@ -199,6 +199,7 @@ def test_command_delivered_twice_has_one_effect(system: SagaSystem) -> None:
         "reply_to": reply_topic,
     }
     raw = json.dumps(command).encode()
+    system.create_topic(reply_topic)
     system.produce(system.catalog.commands("inventory"), saga_id.encode(), [raw, raw])
     replies = poll_topic(system, reply_topic, count=2)
     assert replies[0] == replies[1]

@@ -1,0 +1,212 @@
+"""The orchestrator's driver without Kafka: a dict for the table, a list for the producer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
+
+from saga_app.listing import SagaListing, merge_stats
+from saga_app.metrics import SagaMetrics
+from saga_app.orchestrator import Orchestrator, Record
+from saga_app.state import SagaState
+from topics import TopicCatalog
+
+CATALOG = TopicCatalog(prefix="t.", partitions=4)
+ORDER = {"customer_id": "c1", "items": [{"sku": "a", "qty": 1}], "amount": 5}
+
+
+class DictStore:
+    def __init__(self) -> None:
+        self.states: dict[str, SagaState] = {}
+
+    def get(self, saga_id: str) -> SagaState | None:
+        return self.states.get(saga_id)
+
+    def put(self, state: SagaState) -> None:
+        self.states[state.saga_id] = state
+
+
+class ListPublisher:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, dict[str, Any]]] = []
+
+    async def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        self.sent.append((topic, key, json.loads(value)))
+
+    def to(self, topic: str) -> list[dict[str, Any]]:
+        return [value for t, _, value in self.sent if t == topic]
+
+
+def make() -> tuple[Orchestrator, DictStore, ListPublisher]:
+    store, publisher = DictStore(), ListPublisher()
+    orchestrator = Orchestrator(CATALOG, store, publisher, SagaMetrics(CollectorRegistry()))
+    return orchestrator, store, publisher
+
+
+def record(value: Any, key: str | None, topic: str = CATALOG.requests, offset: int = 0) -> Record:
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return Record(topic, 0, offset, None if key is None else key.encode(), raw, 1000.0)
+
+
+def start(saga_id: str | None = "s1", saga_type: str = "create_order") -> dict[str, Any]:
+    body: dict[str, Any] = {"type": "start", "saga_type": saga_type, "payload": ORDER}
+    if saga_id is not None:
+        body["saga_id"] = saga_id
+    return body
+
+
+async def test_start_sends_the_first_command_and_stores_the_saga() -> None:
+    """A start publishes the first step's command and a saga event, then stores the state."""
+    orchestrator, store, publisher = make()
+    await orchestrator.handle(record(start(), "s1"))
+    [command] = publisher.to("t.orders.commands")
+    assert command["message_id"] == "s1:create_order:command:1"
+    assert command["reply_to"] == "t.saga.replies"
+    assert publisher.to("t.saga.events")[0]["event"] == "saga_started"
+    assert store.states["s1"].status == "in_progress"
+    assert len(orchestrator.deadlines) >= 1
+    assert orchestrator.listing.query()[0]["step"] == "create_order"
+
+
+async def test_replaying_a_record_on_the_old_state_sends_the_same_messages() -> None:
+    """A record applied again after a crash (state not stored) reproduces every message."""
+    first, _, sent_first = make()
+    again, _, sent_again = make()
+    await first.handle(record(start(), "s1"))
+    await again.handle(record(start(), "s1"))
+    assert sent_first.sent == sent_again.sent
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"{not json", "invalid request"),
+        (b"", "empty message"),
+        ({"type": "start", "saga_id": "s1"}, "saga_type"),
+        (start(saga_type="no_such"), "known types: create_experiment, create_order, create_run"),
+        ({"type": "abort", "saga_id": "ghost", "reason": "x"}, "unknown saga 'ghost'"),
+        (b"x" * 300_000, "over the"),
+    ],
+)
+async def test_bad_records_are_dead_lettered_with_the_reason(value: Any, reason: str) -> None:
+    """Unreadable, invalid, unknown-type, unknown-saga and oversized records go to the DLQ."""
+    orchestrator, store, publisher = make()
+    key = value.get("saga_id", "s1") if isinstance(value, dict) else "s1"
+    await orchestrator.handle(record(value, key))
+    [letter] = publisher.to("t.saga.dlq")
+    assert reason in letter["error"]
+    assert letter["topic"] == "t.saga.requests"
+    assert store.states == {}
+
+
+async def test_a_reply_for_no_saga_is_dead_lettered() -> None:
+    """A reply whose saga does not exist is parked with a reason, not dropped silently."""
+    orchestrator, _, publisher = make()
+    reply = {
+        "message_id": "m",
+        "in_reply_to": "c",
+        "saga_id": "ghost",
+        "step": "create_order",
+        "kind": "command",
+        "attempt": 1,
+        "outcome": "success",
+    }
+    await orchestrator.handle(record(reply, "ghost", topic=CATALOG.replies))
+    [letter] = publisher.to("t.saga.dlq")
+    assert "unknown saga 'ghost'" in letter["error"]
+
+
+async def test_start_without_id_is_republished_under_an_id_derived_from_the_record() -> None:
+    """A start with no saga_id gets one from its offset, so a replay picks the same one."""
+    orchestrator, store, publisher = make()
+    await orchestrator.handle(record(start(saga_id=None), None, offset=7))
+    await orchestrator.handle(record(start(saga_id=None), None, offset=7))
+    [first, second] = publisher.to("t.saga.requests")
+    assert first == second and first["saga_id"]
+    assert publisher.sent[0][1] == first["saga_id"].encode()
+    assert store.states == {}
+
+
+async def test_record_under_the_wrong_key_is_moved_to_its_saga_partition() -> None:
+    """A request keyed by something else is re-published keyed by its saga_id, not applied."""
+    orchestrator, store, publisher = make()
+    await orchestrator.handle(record(start("s9"), "other-key"))
+    [(topic, key, value)] = publisher.sent
+    assert (topic, key, value["saga_id"]) == ("t.saga.requests", b"s9", "s9")
+    assert store.states == {}
+
+
+async def test_log_lines_about_a_saga_carry_its_fields() -> None:
+    """Every transition is logged with saga_id, saga_type, step and attempt."""
+    orchestrator, _, _ = make()
+    with capture_logs() as logs:
+        await orchestrator.handle(record(start(), "s1"))
+    step_started = [line for line in logs if line["event"] == "step_started"]
+    assert step_started, logs
+    assert {k: step_started[0][k] for k in ("saga_id", "saga_type", "step", "attempt")} == {
+        "saga_id": "s1",
+        "saga_type": "create_order",
+        "step": "create_order",
+        "attempt": 1,
+    }
+
+
+async def test_sweep_sends_due_timeouts_of_owned_partitions_only() -> None:
+    """Timeouts fall due after the step timeout, and only for sagas on owned partitions."""
+    orchestrator, _, publisher = make()
+    await orchestrator.handle(record(start("s1"), "s1"))
+    publisher.sent.clear()
+    owner = CATALOG.partition_of("s1")
+    assert await orchestrator.sweep(1000.0 + 1, owns=lambda p: True) == 0
+    assert await orchestrator.sweep(1000.0 + 60, owns=lambda p: p != owner) == 0
+    orchestrator.rebuild_indexes([])
+    assert len(orchestrator.deadlines) == 0
+
+
+async def test_sweep_sends_a_timeout_keyed_by_saga() -> None:
+    """A step that outlives its timeout gets a timeout request on its saga's partition."""
+    orchestrator, _, publisher = make()
+    await orchestrator.handle(record(start("s1"), "s1"))
+    publisher.sent.clear()
+    assert await orchestrator.sweep(1000.0 + 10, owns=lambda p: True) == 1
+    [(topic, key, timeout)] = publisher.sent
+    assert (topic, key, timeout["type"], timeout["step"]) == (
+        "t.saga.requests",
+        b"s1",
+        "timeout",
+        "create_order",
+    )
+
+
+def summary(saga_id: str, created: float, status: str = "completed", kind: str = "a") -> Any:
+    return {"saga_id": saga_id, "saga_type": kind, "status": status, "created_at": created}
+
+
+def test_listing_is_newest_first_filtered_and_limited() -> None:
+    """The list is newest first, filters by status and type, and stops at the limit."""
+    listing = SagaListing()
+    listing._summaries = {
+        s["saga_id"]: s
+        for s in [summary("x", 1), summary("y", 3, "failed"), summary("z", 2, kind="b")]
+    }
+    assert [s["saga_id"] for s in listing.query()] == ["y", "z", "x"]
+    assert [s["saga_id"] for s in listing.query(status="completed")] == ["z", "x"]
+    assert [s["saga_id"] for s in listing.query(saga_type="b")] == ["z"]
+    assert [s["saga_id"] for s in listing.query(limit=1)] == ["y"]
+    assert listing.stats()["by_type"] == {"a": {"completed": 1, "failed": 1}, "b": {"completed": 1}}
+
+
+def test_stats_of_workers_add_up() -> None:
+    """Merging two workers' counts adds them per status and per type."""
+    one = {"by_status": {}, "by_type": {"a": {"completed": 2}}, "total": 2}
+    two = {"by_status": {}, "by_type": {"a": {"completed": 1, "failed": 1}}, "total": 2}
+    merged = merge_stats([one, two])
+    assert merged == {
+        "by_status": {"completed": 3, "failed": 1},
+        "by_type": {"a": {"completed": 3, "failed": 1}},
+        "total": 4,
+    }
