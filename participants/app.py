@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import faust
 import structlog
 from faust.web import Request, Response, View
 from pydantic import ValidationError
@@ -28,7 +27,7 @@ from participants.payments import payments
 from participants.resources import resources
 from participants.runtime import Participant, Records, reply_to
 from participants.workers import workers
-from saga_app.kafka_io import FaustPublisher
+from saga_app.kafka_io import FaustPublisher, make_faust_app
 from saga_app.settings import Settings
 from topics import MAX_MESSAGE_BYTES, Command, DeadLetter
 
@@ -54,24 +53,7 @@ class ParticipantsWorker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.catalog = settings.catalog
-        self.app = faust.App(
-            f"{settings.topic_prefix}saga-participants",
-            broker=[f"kafka://{s}" for s in settings.bootstrap_servers.split(",")],
-            store=settings.store,
-            datadir=str(settings.worker_data_dir),
-            topic_partitions=settings.partitions,
-            topic_replication_factor=1,
-            web_host=settings.web_host,
-            web_port=settings.web_port,
-            canonical_url=settings.web_url,
-            web_tables_enabled=False,
-            producer_acks=-1,
-            producer_linger_ms=settings.producer_linger_ms,
-            consumer_auto_offset_reset="earliest",
-            key_serializer="raw",
-            value_serializer="raw",
-            autodiscover=False,
-        )
+        self.app = make_faust_app(settings, "saga-participants")
         self.answered = self.app.Table(
             "answered", key_type=bytes, value_type=bytes, partitions=settings.partitions
         )
@@ -149,9 +131,7 @@ class ParticipantsWorker:
                 outcome=None if result is None else result.outcome,
             )
         if stored != NO_REPLY:
-            await self.publisher.publish(
-                command.reply_to, self.catalog.key(command.saga_id), stored
-            )
+            await self.publisher.send(command.reply_to, self.catalog.key(command.saga_id), stored)
 
     async def _dead_letter(self, event: Any, reason: str) -> None:
         message = event.message
@@ -165,6 +145,6 @@ class ParticipantsWorker:
             at=time.time(),
         )
         log.warning("dead_lettered", topic=message.topic, offset=message.offset, reason=reason)
-        await self.publisher.publish(
+        await self.publisher.send(
             self.catalog.dlq, event.key or b"", letter.model_dump_json().encode()
         )

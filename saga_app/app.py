@@ -9,18 +9,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import faust
 import structlog
 from faust.sensors.prometheus import setup_prometheus_sensors
-from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from saga_app.kafka_io import FaustPublisher, SagaRepository
+from saga_app.kafka_io import FaustPublisher, SagaRepository, make_faust_app
 from saga_app.metrics import SagaMetrics
 from saga_app.orchestrator import Orchestrator, Record
 from saga_app.settings import Settings
 from saga_app.sweeper import PartitionProgress, sweep_watermark
-from saga_app.web import install_views, json_errors
+from saga_app.web import install_views
 
 log = structlog.get_logger("saga.app")
 
@@ -33,7 +31,7 @@ class SagaWorker:
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.catalog = settings.catalog
-        self.app = _faust_app(settings)
+        self.app = make_faust_app(settings, "saga-orchestrator")
         self.table = self.app.Table(
             TABLE_NAME,
             key_type=bytes,
@@ -90,27 +88,32 @@ class SagaWorker:
             return False, "recovering saga state from the changelog"
         if self.app.rebalancing:
             return False, "rebalancing: partitions are being reassigned"
+        if not self.owned_partitions():
+            return False, "no partitions assigned yet (or more workers than partitions)"
         return True, "ok"
 
     def _progress(self, owned: frozenset[int]) -> list[PartitionProgress]:
-        """How far the agent has got on each owned input partition, for `sweep_watermark`."""
-        consumer: Any = self.app.consumer  # `_committed_offset` is faust's, not in ConsumerT
+        """How recently the agent read each owned input partition, for `sweep_watermark`."""
+        now, clock = time.time(), time.monotonic()
+        since = self.orchestrator.owned_since
         progress = []
         for topic in (self.catalog.requests, self.catalog.replies):
             for partition in owned:
-                tp = TP(topic, partition)
-                next_offset, processed_at = self.orchestrator.processed.get(
-                    (topic, partition), (consumer._committed_offset.get(tp), 0.0)
-                )
-                progress.append(
-                    PartitionProgress(consumer.highwater(tp), next_offset, processed_at)
-                )
+                seen = self.orchestrator.processed.get((topic, partition))
+                if seen is None:  # nothing read since the takeover
+                    progress.append(PartitionProgress(0.0, now - since.get(partition, now)))
+                else:
+                    progress.append(PartitionProgress(seen[0], clock - seen[1]))
         return progress
 
     def _reindex(self, owned: frozenset[int]) -> None:
         """Rebuild the in-memory indexes from the states of the partitions this worker now owns."""
         states = [s for s in self.repository.all() if self.catalog.partition_of(s.saga_id) in owned]
-        self.orchestrator.rebuild_indexes(states)
+        before, now = self._indexed_partitions or frozenset(), time.time()
+        since = self.orchestrator.owned_since
+        self.orchestrator.rebuild_indexes(
+            states, {p: since.get(p, now) if p in before else now for p in owned}
+        )
         self._indexed_partitions = owned
         log.info("indexes_rebuilt", partitions=sorted(owned), sagas=len(states))
 
@@ -126,25 +129,3 @@ class SagaWorker:
         watermark = sweep_watermark(time.time(), self._progress(owned))
         due = await self.orchestrator.sweep(watermark, owns=owned.__contains__)
         self.metrics.swept(time.monotonic() - started, due)
-
-
-def _faust_app(settings: Settings) -> faust.App:
-    return faust.App(
-        f"{settings.topic_prefix}saga-orchestrator",
-        broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
-        store=settings.store,
-        datadir=str(settings.worker_data_dir),
-        topic_partitions=settings.partitions,
-        topic_replication_factor=1,
-        web_host=settings.web_host,
-        web_port=settings.web_port,
-        canonical_url=settings.web_url,
-        web_tables_enabled=False,
-        producer_acks=-1,
-        producer_linger_ms=settings.producer_linger_ms,
-        consumer_auto_offset_reset="earliest",
-        key_serializer="raw",
-        value_serializer="raw",
-        autodiscover=False,
-        web_application_options={"middlewares": [json_errors]},
-    )

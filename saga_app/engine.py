@@ -44,6 +44,8 @@ from topics import (
 SagaInput = StartSaga | AbortSaga | RetrySaga | SagaTimeout | Reply
 """Everything the orchestrator feeds to `decide`."""
 
+_RUNNING = frozenset({SagaStatus.IN_PROGRESS, SagaStatus.COMPENSATING})
+
 IgnoredReason = Literal[
     "duplicate_start",  # a start for a saga_id that already exists
     "duplicate_reply",  # a reply that was already applied
@@ -287,26 +289,13 @@ class _Transition:
             state.in_doubt = True
             if state.started_at is None:
                 state.started_at = self.now
-            action = step.action
         else:
             state.status = StepStatus.COMPENSATING
             state.compensation_attempts = attempt
-            action = step.compensation or ""
         s.timer = Timer(
             timer="step", step=step.name, kind=kind, attempt=attempt, due_at=self.now + step.timeout
         )
-        command = Command(
-            message_id=f"{s.saga_id}:{step.name}:{kind}:{attempt}",
-            saga_id=s.saga_id,
-            saga_type=s.saga_type,
-            step=step.name,
-            kind=kind,
-            action=action,
-            attempt=attempt,
-            payload=s.context,
-            reply_to=self.reply_to,
-        )
-        self.commands.append(OutgoingCommand(step.participant, command))
+        self.commands.append(_command(self.definition, s, index, kind, attempt, self.reply_to))
         self.emit(
             "step_started" if kind == "command" else "compensation_started", step.name, attempt
         )
@@ -470,3 +459,44 @@ class _Transition:
         self.state.status = SagaStatus.COMPENSATING
         self.emit("saga_retried", self.definition.steps[index].name)
         self.send(index, "compensation", state.compensation_attempts + 1)
+
+
+def outstanding_command(
+    definition: SagaDefinition, state: SagaState, *, reply_to: str
+) -> OutgoingCommand | None:
+    """The command or compensation the saga awaits an answer to, exactly as it was sent.
+
+    The orchestrator re-sends it when a replayed record turns out to be applied already: the
+    state was stored, but the command may have died in the producer's buffer with the worker.
+    Participants dedupe on its message id, so a copy that did arrive costs nothing.
+    """
+    timer = state.timer
+    if timer is None or timer.timer != "step" or state.status not in _RUNNING:
+        return None
+    index = definition.index_of(timer.step)
+    if index is None:
+        return None
+    return _command(definition, state, index, timer.kind, timer.attempt, reply_to)
+
+
+def _command(
+    definition: SagaDefinition,
+    state: SagaState,
+    index: int,
+    kind: MessageKind,
+    attempt: int,
+    reply_to: str,
+) -> OutgoingCommand:
+    step = definition.steps[index]
+    command = Command(
+        message_id=f"{state.saga_id}:{step.name}:{kind}:{attempt}",
+        saga_id=state.saga_id,
+        saga_type=state.saga_type,
+        step=step.name,
+        kind=kind,
+        action=step.action if kind == "command" else step.compensation or "",
+        attempt=attempt,
+        payload=state.context,
+        reply_to=reply_to,
+    )
+    return OutgoingCommand(step.participant, command)

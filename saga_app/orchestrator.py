@@ -7,6 +7,7 @@ agent in `saga_app.app` only feeds it records (STYLE.md: thin agents, a pure eng
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +15,8 @@ from typing import Protocol
 
 import structlog
 
-from saga_app.engine import Decision, decide
+from saga_app.definition import SagaDefinition
+from saga_app.engine import Decision, decide, outstanding_command
 from saga_app.errors import SagaError
 from saga_app.listing import SagaListing
 from saga_app.metrics import SagaMetrics
@@ -34,6 +36,9 @@ from topics import (
 from topics.messages import AbortSaga, RetrySaga
 
 log = structlog.get_logger("saga.orchestrator")
+
+_MAYBE_REPLAYED = frozenset({"duplicate_start", "duplicate_reply"})
+"""What a record applied before a crash looks like when it is read again."""
 
 SagaInput = StartSaga | AbortSaga | RetrySaga | SagaTimeout | Reply
 
@@ -63,17 +68,25 @@ class SagaStore(Protocol):
 
 
 class Publisher(Protocol):
-    """Sends a message and returns once the broker has acknowledged it."""
+    """The producer, in two speeds."""
 
-    async def publish(self, topic: str, key: bytes, value: bytes) -> None: ...
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Queue a message; it is written before the source record's offset is committed."""
+
+    async def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        """Send a message and return once the broker has acknowledged it."""
 
 
 class Orchestrator:
     """Applies records to sagas: parse, route, decide, publish, store, index timers.
 
     Every failure of one record ends in a dead letter, never in an exception that would make Faust
-    skip the record silently (FAUST.md, point 4). Outputs are published and acknowledged *before*
-    the state is stored: a crash in between replays the record, which re-sends the same message ids.
+    skip the record silently (FAUST.md, point 4).
+
+    Outputs are queued, not awaited: faust flushes the producer before it commits the record's
+    offset, so a crash before the flush replays the record. If the replayed record finds its
+    effect already stored (the local store is written at once), the engine calls it a duplicate,
+    and the saga's outstanding command is sent again under its same message id.
     """
 
     def __init__(
@@ -91,8 +104,10 @@ class Orchestrator:
         self.metrics = metrics
         self.deadlines = deadlines if deadlines is not None else DeadlineIndex()
         self.listing = listing if listing is not None else SagaListing()
-        self.processed: dict[tuple[str, int], tuple[int, float]] = {}
-        """(topic, partition) -> (next offset to process, timestamp of the last record)."""
+        self.processed: dict[tuple[str, int], tuple[float, float]] = {}
+        """(topic, partition) -> (timestamp of its last record, monotonic time it was processed)."""
+        self.owned_since: dict[int, float] = {}
+        """When this worker took each partition over: older records may be replays."""
 
     async def handle(self, record: Record) -> None:
         """Process one record from `saga.requests` or `saga.replies`; never raises."""
@@ -105,7 +120,7 @@ class Orchestrator:
         except Exception as e:  # a bug must not stop every other saga on this partition
             log.exception("record_failed", topic=record.topic, offset=record.offset)
             await self.dead_letter(record, f"internal error: {type(e).__name__}: {e}")
-        self.processed[(record.topic, record.partition)] = (record.offset + 1, record.timestamp)
+        self.processed[(record.topic, record.partition)] = (record.timestamp, time.monotonic())
 
     async def _handle(self, record: Record) -> None:
         message = self._parse(record)
@@ -116,9 +131,7 @@ class Orchestrator:
         assert saga_id is not None
         if record.key != self.catalog.key(saga_id):
             # The state lives on the saga's partition; a record keyed otherwise is moved there.
-            await self.publisher.publish(
-                record.topic, self.catalog.key(saga_id), record.value or b""
-            )
+            await self.publisher.send(record.topic, self.catalog.key(saga_id), record.value or b"")
             return
         state = self.store.get(saga_id)
         if state is None and not isinstance(message, StartSaga):
@@ -130,7 +143,9 @@ class Orchestrator:
         decision = decide(
             definition, state, message, record.timestamp, reply_to=self.catalog.replies
         )
-        await self._apply(saga_id, state, message, decision)
+        await self._apply(record, saga_id, state, message, decision)
+        if decision.ignored in _MAYBE_REPLAYED and self._may_be_replay(record) and state:
+            await self._resend_outstanding(definition, state)
 
     def _parse(self, record: Record) -> SagaInput:
         if not record.value:
@@ -144,28 +159,39 @@ class Orchestrator:
             uuid.uuid5(_GENERATED_IDS, f"{record.topic}:{record.partition}:{record.offset}")
         )
         keyed = start.model_copy(update={"saga_id": saga_id})
-        await self.publisher.publish(
+        await self.publisher.send(
             self.catalog.requests, self.catalog.key(saga_id), keyed.model_dump_json().encode()
         )
 
+    def _may_be_replay(self, record: Record) -> bool:
+        return record.timestamp < self.owned_since.get(record.partition, float("inf"))
+
+    async def _resend_outstanding(self, definition: SagaDefinition, state: SagaState) -> None:
+        out = outstanding_command(definition, state, reply_to=self.catalog.replies)
+        if out is not None:
+            await self.publisher.send(
+                self.catalog.commands(out.participant),
+                self.catalog.key(state.saga_id),
+                out.command.model_dump_json().encode(),
+            )
+
     async def _apply(
-        self, saga_id: str, before: SagaState | None, message: SagaInput, decision: Decision
+        self,
+        record: Record,
+        saga_id: str,
+        before: SagaState | None,
+        message: SagaInput,
+        decision: Decision,
     ) -> None:
         if decision.ignored is not None:
             self.metrics.ignored(kind=_kind(message), reason=decision.ignored)
             log.debug("event_ignored", saga_id=saga_id, reason=decision.ignored)
         key = self.catalog.key(saga_id)
-        sends = [
-            self.publisher.publish(
-                self.catalog.commands(out.participant), key, out.command.model_dump_json().encode()
-            )
-            for out in decision.commands
-        ]
-        sends += [
-            self.publisher.publish(self.catalog.events, key, event.model_dump_json().encode())
-            for event in decision.events
-        ]
-        await asyncio.gather(*sends)
+        for out in decision.commands:
+            command = out.command.model_dump_json().encode()
+            await self.publisher.send(self.catalog.commands(out.participant), key, command)
+        for event in decision.events:
+            await self.publisher.send(self.catalog.events, key, event.model_dump_json().encode())
         after = decision.state
         if after is None or after is before:
             return
@@ -196,7 +222,7 @@ class Orchestrator:
             error=reason,
             at=record.timestamp,
         )
-        await self.publisher.publish(
+        await self.publisher.send(
             self.catalog.dlq, record.key or b"", letter.model_dump_json().encode()
         )
 
@@ -218,8 +244,12 @@ class Orchestrator:
         )
         return len(due)
 
-    def rebuild_indexes(self, states: list[SagaState]) -> None:
-        """Index the timers and summaries of the sagas this worker now owns."""
+    def rebuild_indexes(self, states: list[SagaState], owned: dict[int, float]) -> None:
+        """Index the timers and summaries of the sagas on the partitions this worker now owns.
+
+        `owned` maps each partition to when this worker took it over.
+        """
+        self.owned_since = dict(owned)
         self.deadlines.rebuild(states)
         self.listing.rebuild(states)
         self.metrics.reset_in_flight(states)

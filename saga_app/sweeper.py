@@ -111,29 +111,33 @@ class DeadlineIndex:
 
 @dataclass(frozen=True, slots=True)
 class PartitionProgress:
-    """How far the orchestrator has processed one input partition (requests or replies)."""
+    """How recently the orchestrator processed a record of one input partition."""
 
-    highwater: int | None
-    """The partition's log end offset as the consumer last saw it; None before the first fetch."""
-    next_offset: int | None
-    """The next offset the orchestrator will process: last processed + 1, or the committed one."""
     processed_at: float
-    """Timestamp of the last record processed here (0 if none since the assignment)."""
+    """Timestamp of the last record processed there (0 if none since the takeover)."""
+    quiet_for: float
+    """Seconds since a record was last processed there, or since the takeover if none was."""
 
 
-def sweep_watermark(now: float, partitions: Iterable[PartitionProgress]) -> float:
+QUIET = 1.0
+"""Seconds without a record after which a partition counts as read to its end: a backlog
+delivers records within milliseconds."""
+
+
+def sweep_watermark(
+    now: float, partitions: Iterable[PartitionProgress], quiet: float = QUIET
+) -> float:
     """The latest time whose timers may fire without racing an unprocessed reply.
 
     A timer due at T may fire only when every reply produced before T has been applied: otherwise
     a worker catching up after a restart would time out steps whose answers wait in its backlog.
-    A partition with nothing left to read is safe up to `now`; a lagging one only up to the
-    timestamp of the last record processed there (records of a partition arrive in time order).
+    A quiet partition has nothing left to read and is safe up to `now`; a busy one only up to
+    the timestamp of the last record processed there (a partition's records arrive in time
+    order). Quietness is judged by the clock rather than by offsets because the consumer's
+    highwater is unknown for partitions a fetch has not returned data for.
     """
     watermark = now
     for p in partitions:
-        caught_up = (
-            p.highwater is not None and p.next_offset is not None and p.next_offset >= p.highwater
-        ) or p.highwater == 0
-        if not caught_up:
+        if p.quiet_for < quiet:
             watermark = min(watermark, p.processed_at)
     return watermark

@@ -18,7 +18,6 @@ from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientError
-from aiohttp import web as aio_web
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from faust.web.exceptions import ServiceUnavailable
@@ -97,20 +96,6 @@ async def patiently(call: Callable[[], Awaitable[Any]]) -> Any:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.25)  # let the rebalance settle before asking again
-
-
-@aio_web.middleware
-async def json_errors(request: aio_web.Request, handler: Any) -> aio_web.StreamResponse:
-    """Answer aiohttp's own errors (no such route, wrong method, body too large) in JSON too."""
-    try:
-        response: aio_web.StreamResponse = await handler(request)
-        return response
-    except aio_web.HTTPException as e:
-        if e.status < 400:
-            raise
-        return aio_web.json_response(
-            {"error": f"{e.reason}: {request.method} {request.path}"}, status=e.status
-        )
 
 
 def install_views(worker: SagaWorker) -> None:

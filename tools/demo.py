@@ -205,6 +205,9 @@ def main() -> int:
     parser.add_argument("--types", default=",".join(SCENARIOS), help="comma-separated saga types")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the batch")
     parser.add_argument(
+        "--happy", action="store_true", help="only sagas that succeed (for throughput figures)"
+    )
+    parser.add_argument(
         "--keep-running", action="store_true", help="leave everything up at the end"
     )
     args = parser.parse_args()

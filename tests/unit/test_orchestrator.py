@@ -34,8 +34,10 @@ class ListPublisher:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, dict[str, Any]]] = []
 
-    async def publish(self, topic: str, key: bytes, value: bytes) -> None:
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
         self.sent.append((topic, key, json.loads(value)))
+
+    publish = send
 
     def to(self, topic: str) -> list[dict[str, Any]]:
         return [value for t, _, value in self.sent if t == topic]
@@ -79,6 +81,27 @@ async def test_replaying_a_record_on_the_old_state_sends_the_same_messages() -> 
     await first.handle(record(start(), "s1"))
     await again.handle(record(start(), "s1"))
     assert sent_first.sent == sent_again.sent
+
+
+async def test_a_replayed_record_already_applied_resends_the_outstanding_command() -> None:
+    """After a crash before the producer flushed, the replay re-sends what the saga awaits."""
+    orchestrator, store, publisher = make()
+    await orchestrator.handle(record(start(), "s1"))
+    [sent_before_crash] = publisher.to("t.orders.commands")
+    again = ListPublisher()
+    restarted = Orchestrator(CATALOG, store, again, SagaMetrics(CollectorRegistry()))
+    await restarted.handle(record(start(), "s1"))  # the state survived, the command may not have
+    assert again.to("t.orders.commands") == [sent_before_crash]
+
+
+async def test_a_duplicate_produced_after_the_takeover_is_not_answered_with_a_resend() -> None:
+    """Duplicates newer than the partition's takeover are participants' re-sends: ignored."""
+    orchestrator, _, publisher = make()
+    await orchestrator.handle(record(start(), "s1"))
+    orchestrator.owned_since = {0: 999.0}  # the record (at 1000.0) came after the takeover
+    publisher.sent.clear()
+    await orchestrator.handle(record(start(), "s1"))
+    assert publisher.sent == []
 
 
 @pytest.mark.parametrize(
@@ -163,7 +186,7 @@ async def test_sweep_sends_due_timeouts_of_owned_partitions_only() -> None:
     owner = CATALOG.partition_of("s1")
     assert await orchestrator.sweep(1000.0 + 1, owns=lambda p: True) == 0
     assert await orchestrator.sweep(1000.0 + 60, owns=lambda p: p != owner) == 0
-    orchestrator.rebuild_indexes([])
+    orchestrator.rebuild_indexes([], {})
     assert len(orchestrator.deadlines) == 0
 
 

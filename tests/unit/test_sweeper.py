@@ -130,22 +130,22 @@ def test_index_behaves_like_a_naive_scan(ops: list[tuple[str, int, list[int]]]) 
         assert len(index) == sum(len(ts) for ts in naive.values())
 
 
-def test_watermark_is_now_when_every_partition_is_caught_up() -> None:
-    """With nothing left to read anywhere, every timer due by now may fire."""
+def test_watermark_is_now_when_every_partition_is_quiet() -> None:
+    """With nothing read lately anywhere, every timer due by now may fire."""
     from saga_app.sweeper import PartitionProgress, sweep_watermark
 
-    progress = [PartitionProgress(10, 10, 50.0), PartitionProgress(0, None, 0.0)]
+    progress = [PartitionProgress(50.0, quiet_for=3.0), PartitionProgress(0.0, quiet_for=1.5)]
     assert sweep_watermark(100.0, progress) == 100.0
 
 
-def test_watermark_holds_at_the_last_processed_record_of_a_lagging_partition() -> None:
-    """A backlog holds back timers due after the last record processed from it."""
+def test_watermark_holds_at_the_last_record_of_a_busy_partition() -> None:
+    """A partition still delivering records holds back timers due after its last one."""
     from saga_app.sweeper import PartitionProgress, sweep_watermark
 
     progress = [
-        PartitionProgress(10, 10, 90.0),
-        PartitionProgress(20, 15, 42.0),  # 5 records still to read
-        PartitionProgress(None, None, 0.0),  # not fetched yet: nothing is known, nothing fires
+        PartitionProgress(90.0, quiet_for=5.0),
+        PartitionProgress(42.0, quiet_for=0.01),  # catching up: its last record is from 42
+        PartitionProgress(0.0, quiet_for=0.2),  # just taken over, nothing read yet
     ]
     assert sweep_watermark(100.0, progress[:2]) == 42.0
     assert sweep_watermark(100.0, progress) == 0.0
