@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from services import Service, http_json
 
@@ -58,12 +59,19 @@ class SagaSystem:
     # --- driving sagas -------------------------------------------------------------------------
 
     def start_saga(self, saga_type: str, payload: dict[str, Any], saga_id: str) -> str:
+        self.start_sagas([(saga_type, payload, saga_id)])
+        return saga_id
+
+    def start_sagas(self, sagas: list[tuple[str, dict[str, Any], str]]) -> list[str]:
+        """Start several sagas at once, through one producer: (saga_type, payload, saga_id)."""
+
         async def send() -> None:
             async with SagaClient(self.settings) as client:
-                await client.start(saga_type, payload, saga_id=saga_id)
+                for saga_type, payload, saga_id in sagas:
+                    await client.start(saga_type, payload, saga_id=saga_id)
 
         asyncio.run(send())
-        return saga_id
+        return [saga_id for _, _, saga_id in sagas]
 
     def produce(self, topic: str, key: bytes | None, values: list[bytes]) -> None:
         """Produce raw values (possibly garbage) to a topic, acknowledged by the broker."""
@@ -110,39 +118,52 @@ class SagaSystem:
         worker: int = 0,
     ) -> dict[str, Any]:
         """Poll the web view until the saga reaches one of `statuses`; fail at the deadline."""
+        return self.wait_until(saga_id, lambda s: s["status"] in statuses, timeout, worker)
+
+    def wait_until(
+        self,
+        saga_id: str,
+        condition: Callable[[dict[str, Any]], bool],
+        timeout: float = 60.0,
+        worker: int = 0,
+    ) -> dict[str, Any]:
+        """Poll the web view until the saga meets `condition`; fail at the deadline."""
         deadline = time.monotonic() + timeout
         saga: dict[str, Any] | None = None
         while time.monotonic() < deadline:
             saga = self.get(saga_id, worker)
-            if saga is not None and saga["status"] in statuses:
+            if saga is not None and condition(saga):
                 return saga
             time.sleep(0.2)  # polling interval
-        raise AssertionError(f"saga {saga_id} not in {sorted(statuses)} after {timeout}s: {saga}")
+        raise AssertionError(f"saga {saga_id} did not get there in {timeout}s: {saga}")
 
     def read_topic(self, topic: str) -> list[tuple[bytes | None, bytes | None]]:
         """Every record now in `topic` (up to its current end offsets), as (key, value)."""
 
         async def read() -> list[tuple[bytes | None, bytes | None]]:
+            # Subscribed (without a group) rather than assigned by hand: only then does the client
+            # fetch metadata for the topic, so no partition is silently left out.
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False
+                topic,
+                bootstrap_servers=self.settings.bootstrap_servers,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
             )
             await consumer.start()
             try:
-                partitions = consumer.partitions_for_topic(topic)
-                if partitions is None:
-                    await consumer._client.force_metadata_update()  # topic created moments ago
-                    partitions = consumer.partitions_for_topic(topic) or set()
-                tps = [TopicPartition(topic, p) for p in partitions]
-                consumer.assign(tps)
+                deadline = time.monotonic() + 30
+                while not consumer.assignment():
+                    assert time.monotonic() < deadline, f"no partitions of {topic} assigned"
+                    await consumer.getmany(timeout_ms=100)
+                tps = sorted(consumer.assignment())
                 await consumer.seek_to_beginning(*tps)
                 ends = await consumer.end_offsets(tps)
                 out: list[tuple[bytes | None, bytes | None]] = []
-                deadline = time.monotonic() + 30
                 while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
                     assert time.monotonic() < deadline, f"could not read {topic} to its end"
-                    batch = await consumer.getmany(timeout_ms=500)
-                    for records in batch.values():
-                        out.extend((r.key, r.value) for r in records)
+                    batch = await consumer.getmany(*tps, timeout_ms=500)
+                    for tp, records in batch.items():
+                        out.extend((r.key, r.value) for r in records if r.offset < ends[tp])
                 return out
             finally:
                 await consumer.stop()
@@ -156,19 +177,3 @@ class SagaSystem:
 
     def dead_letters(self) -> list[dict[str, Any]]:
         return [json.loads(v) for _, v in self.read_topic(self.catalog.dlq) if v]
-
-    def participant_writes(
-        self, participant: str, saga_id: str, at_least: int = 1, timeout: float = 30.0
-    ) -> list[dict[str, Any]]:
-        """Every write a participant made to its record of this saga, from its table changelog.
-
-        Faust produces changelog records asynchronously, so this polls until `at_least` are there.
-        """
-        topic = f"{self.catalog.prefix}saga-participants-{participant}-records-changelog"
-        key = f"{participant}:{saga_id}".encode()
-        deadline = time.monotonic() + timeout
-        while True:
-            writes = [json.loads(v) for k, v in self.read_topic(topic) if k == key and v]
-            if len(writes) >= at_least or time.monotonic() > deadline:
-                return writes
-            time.sleep(0.2)  # polling interval
