@@ -47,8 +47,19 @@ unit: venv ## Unit tests only (no broker, fast)
 	$(PY) -m pytest tests/unit -q
 
 .PHONY: test
-test: kafka-fetch lint ## Set everything up, then lint and run the whole suite against a real broker
+test: kafka-fetch browser lint ## Set everything up, then lint and run the whole suite against a real broker
 	$(PY) -m pytest -q
+
+.PHONY: browser
+browser: ## Install Debian's chromium for the dashboard's browser test (only when missing)
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "The dashboard test needs /usr/bin/chromium: run 'apt-get install chromium' as root"; exit 1; \
+	else \
+		echo "==> /usr/bin/chromium is missing: installing Debian's chromium (apt-get, once)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q && apt-get install -y -q chromium; \
+	fi
 
 .PHONY: demo
 demo: kafka-fetch ## Set everything up, start Kafka, a worker and the participants, run a batch of sagas

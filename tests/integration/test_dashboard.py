@@ -1,0 +1,270 @@
+"""The dashboard at `/`, in a real headless browser (Debian's chromium driven by playwright) against
+a real worker and the participants: it counts, lists, filters and opens sagas, operates them, and
+draws the saga definitions. A full-page screenshot is left in `artifacts/dashboard.png`."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from services import http_json
+
+from tests.integration.saga_system import SagaSystem
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+WAIT_MS = 20_000
+"""How long an expectation waits for the page (it refreshes every 2 s)."""
+
+
+def new_id(label: str) -> str:
+    return f"{label}-{uuid.uuid4().hex[:8]}"
+
+
+def order(simulate: dict[str, str] | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "customer_id": new_id("customer"),
+        "items": [{"sku": new_id("sku"), "qty": 1}],
+        "amount": 25.0,
+    }
+    if simulate:
+        payload["simulate"] = simulate
+    return payload
+
+
+EXPERIMENT = {"user_id": "u1", "name": "exp", "resources": {"gpus": 2}}
+
+
+@pytest.fixture(scope="module")
+def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SagaSystem]:
+    workdir: Path = tmp_path_factory.mktemp("dashboard")
+    running = SagaSystem(kafka_bootstrap, workdir, f"d{uuid.uuid4().hex[:8]}.").start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def sagas(system: SagaSystem) -> dict[str, str]:
+    """One completed order, one compensated order, one completed experiment, oldest first."""
+    started = {
+        "completed": system.start_saga("create_order", order(), new_id("ok")),
+        "compensated": system.start_saga(
+            "create_order", order({"charge_payment": "fail"}), new_id("refused")
+        ),
+        "experiment": system.start_saga("create_experiment", EXPERIMENT, new_id("exp")),
+    }
+    outcomes = {label: system.wait_for(saga_id) for label, saga_id in started.items()}
+    statuses = {label: saga["status"] for label, saga in outcomes.items()}
+    expected = {"completed": "completed", "compensated": "compensated", "experiment": "completed"}
+    assert statuses == expected, {label: saga["error"] for label, saga in outcomes.items()}
+    return started
+
+
+@pytest.fixture(scope="module")
+def browser(sagas: dict[str, str]) -> Iterator[Browser]:
+    """Headless chromium. Playwright's sync API keeps an event loop running on this thread, so
+    `asyncio.run` (the system's start and `start_saga`) must be done before it starts."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
+    expect.set_options(timeout=WAIT_MS)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def console_errors() -> list[str]:
+    """What the page reported as errors: console errors and uncaught exceptions."""
+    return []
+
+
+@pytest.fixture
+def page(
+    system: SagaSystem, sagas: dict[str, str], browser: Browser, console_errors: list[str]
+) -> Iterator[Page]:
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            console_errors.append(f"console: {message.text} at {message.location}")
+
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    opened = context.new_page()
+    opened.on("console", on_console)
+    opened.on("pageerror", lambda error: console_errors.append(f"uncaught: {error}"))
+    opened.goto(f"{system.url}/")
+    yield opened
+    context.close()
+
+
+def rows(page: Page) -> Any:
+    return page.locator('[data-testid="saga-row"]')
+
+
+def row_ids(page: Page) -> list[str]:
+    return [r.get_attribute("data-saga-id") or "" for r in rows(page).all()]
+
+
+def test_page_loads_without_console_errors(
+    page: Page, sagas: dict[str, str], console_errors: list[str]
+) -> None:
+    """The page loads, fills in its list and counters, and reports no errors at all."""
+    expect(page).to_have_title(re.compile("kafka-saga"))
+    expect(rows(page)).to_have_count(len(sagas))
+    expect(page.locator('[data-testid="definition"]')).to_have_count(3)
+    expect(page.locator("#error-banner")).to_be_hidden()
+    assert console_errors == []
+
+
+def test_counters_show_the_sagas_by_status(page: Page, sagas: dict[str, str]) -> None:
+    """The header counts the cluster's sagas per status, with the total."""
+    counters = page.locator("#counters")
+    expect(counters.locator('[data-status="completed"] .count')).to_have_text("2")
+    expect(counters.locator('[data-status="compensated"] .count')).to_have_text("1")
+    expect(counters.locator('[data-status="failed"] .count')).to_have_text("0")
+    expect(counters.locator('[data-status="total"] .count')).to_have_text(str(len(sagas)))
+
+
+def test_list_shows_every_saga_newest_first(page: Page, sagas: dict[str, str]) -> None:
+    """The list shows each saga with its status and type, the newest first."""
+    expect(rows(page)).to_have_count(len(sagas))
+    assert row_ids(page) == list(reversed(sagas.values()))
+    refused = page.locator(f'[data-testid="saga-row"][data-saga-id="{sagas["compensated"]}"]')
+    expect(refused.locator('[data-testid="saga-status"]')).to_have_text("compensated")
+    expect(refused).to_contain_text("create_order")
+    expect(refused).to_contain_text("simulated failure of charge_payment")
+
+
+def test_filters_narrow_the_list(page: Page, sagas: dict[str, str]) -> None:
+    """Choosing a status or a saga type lists only the matching sagas, and the URL keeps it."""
+    expect(rows(page)).to_have_count(len(sagas))
+    page.select_option("#filter-status", "compensated")
+    expect(rows(page)).to_have_count(1)
+    assert row_ids(page) == [sagas["compensated"]]
+    expect(page).to_have_url(re.compile(r"status=compensated"))
+
+    page.select_option("#filter-status", "completed")
+    expect(rows(page)).to_have_count(2)
+    page.select_option("#filter-type", "create_experiment")
+    expect(rows(page)).to_have_count(1)
+    assert row_ids(page) == [sagas["experiment"]]
+
+    page.select_option("#filter-status", "failed")
+    expect(rows(page)).to_have_count(0)
+    expect(page.get_by_test_id("empty")).to_be_visible()
+
+
+def test_opening_a_compensated_saga_shows_its_timeline(
+    page: Page, sagas: dict[str, str], console_errors: list[str]
+) -> None:
+    """Clicking a saga shows its 4 steps with statuses, the compensations run, and its history."""
+    saga_id = sagas["compensated"]
+    page.locator(f'[data-testid="saga-row"][data-saga-id="{saga_id}"]').click()
+    detail = page.locator(f'#saga-detail[data-saga-id="{saga_id}"]')
+    expect(detail.get_by_test_id("detail-status")).to_have_text("compensated")
+    expect(detail).to_contain_text("simulated failure of charge_payment")
+
+    steps = detail.get_by_test_id("step")
+    expect(steps).to_have_count(4)
+    statuses = {s.get_attribute("data-step"): s.get_attribute("data-status") for s in steps.all()}
+    assert statuses == {
+        "create_order": "compensated",
+        "reserve_stock": "compensated",
+        "charge_payment": "failed",
+        "send_confirmation": "pending",
+    }
+    compensations = detail.get_by_test_id("compensation")
+    expect(compensations).to_have_count(2)
+    expect(compensations.first).to_be_visible()
+    release, cancel = (
+        detail.locator(f'[data-testid="compensation"][data-step="{step}"]')
+        for step in ("reserve_stock", "create_order")
+    )
+    expect(release).to_contain_text("release_stock")
+    expect(cancel).to_contain_text("cancel_order")
+    events = detail.get_by_test_id("history-event")
+    expect(events.first).to_have_attribute("data-event", "saga_started")
+    expect(events.last).to_have_attribute("data-event", "saga_compensated")
+    expect(page.locator("#abort-button")).to_be_disabled()
+    expect(page.locator("#retry-button")).to_be_disabled()
+    expect(page).to_have_url(re.compile(f"saga={saga_id}"))
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "dashboard.png", full_page=True)
+    assert console_errors == []
+
+
+def test_definitions_draw_each_saga_type(page: Page) -> None:
+    """Each saga type is drawn as its chain of steps, compensations beneath and the pivot marked."""
+    definitions = page.get_by_test_id("definition")
+    expect(definitions).to_have_count(3)
+    types = [d.get_attribute("data-saga-type") for d in definitions.all()]
+    assert sorted(t or "" for t in types) == ["create_experiment", "create_order", "create_run"]
+
+    orders = page.locator('[data-testid="definition"][data-saga-type="create_order"]')
+    expect(orders.get_by_test_id("definition-step")).to_have_count(4)
+    expect(orders.get_by_test_id("definition-compensation")).to_have_text(
+        [
+            re.compile("cancel_order"),
+            re.compile("release_stock"),
+            re.compile("refund"),
+            re.compile("never undone"),
+        ]
+    )
+    pivot = orders.get_by_test_id("pivot")
+    expect(pivot).to_have_count(1)
+    charge = orders.locator('[data-testid="definition-step"][data-step="charge_payment"]')
+    expect(charge.get_by_test_id("pivot")).to_be_visible()
+
+
+def test_abort_button_compensates_a_running_saga(page: Page, system: SagaSystem) -> None:
+    """Abort on a saga in progress is accepted, and the saga is then compensated with the reason."""
+    saga_id = new_id("abort")
+    body = {"saga_type": "create_order", "payload": order({"reserve_stock": "timeout"})}
+    status, answer = http_json("POST", f"{system.url}/sagas", {**body, "saga_id": saga_id})
+    assert status == 202, answer
+    page.goto(f"{system.url}/?saga={saga_id}")
+    detail = page.locator(f'#saga-detail[data-status="in_progress"][data-saga-id="{saga_id}"]')
+    expect(detail).to_be_visible()
+    expect(page.locator("#retry-button")).to_be_disabled()
+    page.fill("#abort-reason", "customer called")
+    page.click("#abort-button")
+    expect(page.locator("#action-message")).to_have_text(re.compile("abort accepted"))
+    expect(page.locator("#saga-detail").get_by_test_id("detail-status")).to_have_text(
+        "compensated", timeout=40_000
+    )
+    expect(page.locator("#saga-error")).to_contain_text("customer called")
+
+
+def test_start_form_starts_a_saga_and_opens_it(page: Page) -> None:
+    """The start form posts the chosen type and payload, then shows the new saga completing."""
+    saga_id = new_id("form")
+    page.select_option("#start-type", "create_experiment")
+    expect(page.locator("#start-payload")).to_have_value(re.compile("user_id"))
+    page.fill("#start-saga-id", saga_id)
+    page.click("#start-button")
+    expect(page.locator("#start-message")).to_have_text(f"started {saga_id} (202)")
+    detail = page.locator(f'#saga-detail[data-saga-id="{saga_id}"]')
+    expect(detail.get_by_test_id("detail-status")).to_have_text("completed")
+    expect(page.locator(f'[data-testid="saga-row"][data-saga-id="{saga_id}"]')).to_be_visible()
+
+
+def test_start_form_shows_the_servers_refusal(page: Page) -> None:
+    """A payload the worker refuses shows the worker's error message next to the form."""
+    page.select_option("#start-type", "create_order")
+    page.fill("#start-saga-id", "x" * 300)
+    page.click("#start-button")
+    expect(page.locator("#start-message")).to_have_text(re.compile(r"^refused: .*saga_id"))
+
+
+def test_unreachable_worker_is_shown_in_a_banner(page: Page) -> None:
+    """When the worker stops answering, a banner says so instead of the page going quiet."""
+    expect(rows(page).first).to_be_visible()
+    page.route("**/stats", lambda route: route.abort())
+    expect(page.locator("#error-banner")).to_contain_text("worker unreachable")
+    page.unroute("**/stats")
+    expect(page.locator("#error-banner")).to_be_hidden()
