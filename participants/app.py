@@ -29,6 +29,7 @@ from participants.runtime import Participant, Records, reply_to
 from participants.workers import workers
 from saga_app.kafka_io import FaustPublisher, make_faust_app
 from saga_app.settings import Settings
+from saga_app.topology import PARTICIPANTS_APP
 from topics import MAX_MESSAGE_BYTES, Command, DeadLetter
 
 log = structlog.get_logger("saga.participants")
@@ -53,7 +54,7 @@ class ParticipantsWorker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.catalog = settings.catalog
-        self.app = make_faust_app(settings, "saga-participants")
+        self.app = make_faust_app(settings, PARTICIPANTS_APP)
         self.answered = self.app.Table(
             "answered", key_type=bytes, value_type=bytes, partitions=settings.partitions
         )

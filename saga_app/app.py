@@ -18,11 +18,10 @@ from saga_app.metrics import SagaMetrics
 from saga_app.orchestrator import Orchestrator, Record
 from saga_app.settings import Settings
 from saga_app.sweeper import PartitionProgress, sweep_watermark
+from saga_app.topology import ORCHESTRATOR_APP, SAGA_TABLE
 from saga_app.web import install_views
 
 log = structlog.get_logger("saga.app")
-
-TABLE_NAME = "sagas"
 
 
 class SagaWorker:
@@ -31,9 +30,9 @@ class SagaWorker:
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.catalog = settings.catalog
-        self.app = make_faust_app(settings, "saga-orchestrator")
+        self.app = make_faust_app(settings, ORCHESTRATOR_APP)
         self.table = self.app.Table(
-            TABLE_NAME,
+            SAGA_TABLE,
             key_type=bytes,
             value_type=bytes,
             partitions=settings.partitions,

@@ -1,7 +1,10 @@
-"""Creates the saga topics up front, with the partition count of the saga table.
+"""Creates every topic up front, the table changelogs included, with one partition count.
 
-Declaring them before any worker starts means no topic is ever auto-created by the broker with its
-own default partition count, which would silently break co-partitioning (FAUST.md, point 8).
+Declaring them before any worker starts means no topic is auto-created by the broker with its own
+default partition count, which would silently break co-partitioning (FAUST.md, point 8). And a
+changelog that faust creates itself at start-up is missing from its consumer's metadata for a
+moment: the first table write then fails with PartitionsMismatch ("0 partitions"), which lost
+the very first saga on a fresh broker.
 """
 
 from __future__ import annotations
@@ -19,10 +22,33 @@ def participants() -> list[str]:
     return sorted({step.participant for d in DEFINITIONS.values() for step in d.steps})
 
 
+ORCHESTRATOR_APP = "saga-orchestrator"
+"""The orchestrator workers' Faust app id (and consumer group), after the topic prefix."""
+PARTICIPANTS_APP = "saga-participants"
+SAGA_TABLE = "sagas"
+
+
+def participant_tables() -> list[str]:
+    """The tables of the example participants: the replies they gave and each one's records."""
+    return ["answered", *(f"{p}-records" for p in participants())]
+
+
+def changelog(settings: Settings, role: str, table: str) -> str:
+    """The changelog topic faust names for `table` of the app `role`."""
+    return f"{settings.topic_prefix}{role}-{table}-changelog"
+
+
 def saga_topics(settings: Settings) -> list[str]:
     """The names of every topic the orchestrator and the example participants use."""
     c = settings.catalog
     return [c.requests, c.replies, c.events, c.dlq, *(c.commands(p) for p in participants())]
+
+
+def changelog_topics(settings: Settings) -> list[str]:
+    return [
+        changelog(settings, ORCHESTRATOR_APP, SAGA_TABLE),
+        *(changelog(settings, PARTICIPANTS_APP, t) for t in participant_tables()),
+    ]
 
 
 async def ensure_topics(settings: Settings, replication_factor: int = 1) -> list[str]:
@@ -30,9 +56,13 @@ async def ensure_topics(settings: Settings, replication_factor: int = 1) -> list
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
-        names = saga_topics(settings)
+        compacted = {"cleanup.policy": "compact"}
         response = await admin.create_topics(
-            [NewTopic(n, settings.partitions, replication_factor) for n in names]
+            [NewTopic(n, settings.partitions, replication_factor) for n in saga_topics(settings)]
+            + [
+                NewTopic(n, settings.partitions, replication_factor, topic_configs=compacted)
+                for n in changelog_topics(settings)
+            ]
         )
         created = []
         for name, code, *rest in response.topic_errors:
