@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import faust
 
-from saga_app.logs import configure_logging
+from saga_app.logs import configure_logging, stdlib_logging_config
 from saga_app.settings import Settings
 
 
@@ -46,7 +46,12 @@ def _run_faust(app: faust.App, settings: Settings) -> int:
     from saga_app.topology import ensure_topics
 
     asyncio.run(ensure_topics(settings))
-    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level.upper(),
+        logging_config=stdlib_logging_config(settings.log_level, settings.log_format),
+        quiet=True,
+    )
     worker.execute_from_commandline()
     return 0
 

@@ -4,21 +4,62 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import structlog
 
+LIBRARIES = ("faust", "mode", "aiokafka", "kafka", "aiohttp")
+"""Loggers kept at warning unless the level is debug: their info lines drown the sagas'."""
 
-def configure_logging(level: str = "info", fmt: str = "auto") -> None:
-    """Configure structlog (and the stdlib level Faust logs at) from the `SAGA_LOG_*` settings."""
+
+def _renderer(fmt: str) -> structlog.typing.Processor:
+    if fmt not in ("auto", "console", "json"):
+        raise ValueError(f"unknown log format {fmt!r}: use auto, console or json")
+    if fmt == "console" or (fmt == "auto" and sys.stderr.isatty()):
+        return structlog.dev.ConsoleRenderer()
+    return structlog.processors.JSONRenderer()
+
+
+def _level(level: str) -> int:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}: use debug, info, warning or error")
-    use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
-    if fmt not in ("auto", "console", "json"):
-        raise ValueError(f"unknown log format {fmt!r}: use auto, console or json")
-    renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
-    )
+    return numeric
+
+
+def stdlib_logging_config(level: str = "info", fmt: str = "auto") -> dict[str, Any]:
+    """A `logging.config.dictConfig` that renders Faust's and the libraries' lines like ours."""
+    numeric = _level(level)
+    formatter = {
+        "()": structlog.stdlib.ProcessorFormatter,
+        "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta, _renderer(fmt)],
+        "foreign_pre_chain": [
+            structlog.stdlib.add_logger_name,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+    }
+    library_level = logging.getLevelName(max(numeric, logging.WARNING))
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"saga": formatter},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "saga",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": logging.getLevelName(numeric), "handlers": ["stderr"]},
+        "loggers": {name: {"level": library_level} for name in LIBRARIES},
+    }
+
+
+def configure_logging(level: str = "info", fmt: str = "auto") -> None:
+    """Configure structlog from the `SAGA_LOG_LEVEL` and `SAGA_LOG_FORMAT` settings."""
+    numeric = _level(level)
+    renderer = _renderer(fmt)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
