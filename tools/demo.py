@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -29,7 +30,7 @@ from saga_app.client import SagaClient  # noqa: E402
 from saga_app.settings import Settings  # noqa: E402
 from saga_app.topology import ensure_topics  # noqa: E402
 from tools.local_kafka import LocalKafka, fetch  # noqa: E402
-from tools.services import Service  # noqa: E402
+from tools.services import Service, port_is_free  # noqa: E402
 
 TERMINAL = {
     "saga_completed": "completed",
@@ -221,10 +222,12 @@ def main() -> int:
     kafka = LocalKafka(port=port)
     started_kafka = kafka.up()  # False when `make kafka-up` already runs one: leave that one up
     workdir = REPO / ".cache" / "demo"
+    if started_kafka:  # a fresh cluster: local stores of an earlier one would be stale
+        shutil.rmtree(workdir / "data", ignore_errors=True)
     env = {"SAGA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
     settings = Settings.from_env(env)
     asyncio.run(ensure_topics(settings))
-    worker = Service("worker", env, workdir)
+    worker = Service("worker", env, workdir, port=6066 if port_is_free(6066) else None)
     participants = Service("participants", env, workdir)
     services = [worker, participants]
     try:
@@ -238,13 +241,14 @@ def main() -> int:
             run_batch(settings, batch(args.count, types, args.happy), args.timeout)
         )
         print(summary(finished))
-        print(
-            f"\nlook at them: {worker.url}/   (one saga: saga status <saga_id> --url {worker.url})"
-        )
+        print(f"\ndashboard: {worker.url}/   (a saga: saga status <saga_id> --url {worker.url})")
         print(f"logs: {worker.log_path} and {participants.log_path}")
         if args.keep_running:
-            print("still running (--keep-running); stop with: make kafka-down and kill the workers")
+            pids = " ".join(str(s.process.pid) for s in services if s.process)
+            print(f"still running (--keep-running): stop with `kill {pids}` and make kafka-down")
             return 0
+        if sys.stdin.isatty():
+            input("look at the dashboard now; press Enter (or Ctrl-C) to stop everything ")
     except KeyboardInterrupt:
         print("\ninterrupted: stopping")
     finally:

@@ -21,6 +21,15 @@ from typing import Any
 READY_TIMEOUT = 90.0
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now (the OS picks it)."""
     with socket.socket() as s:
@@ -47,10 +56,17 @@ def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0) ->
 class Service:
     """One saga process (`worker` or `participants`) with its own port, data dir and log."""
 
-    def __init__(self, role: str, env: dict[str, str], workdir: Path, name: str | None = None):
+    def __init__(
+        self,
+        role: str,
+        env: dict[str, str],
+        workdir: Path,
+        name: str | None = None,
+        port: int | None = None,
+    ):
         self.role = role
         self.name = name or role
-        self.port = free_port()
+        self.port = port or free_port()
         self.workdir = workdir
         self.log_path = workdir / f"{self.name}.log"
         self.env = {
