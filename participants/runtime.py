@@ -118,17 +118,7 @@ class Participant:
 
 def reply_to(command: Command, result: Result) -> Reply:
     """The reply for a command; its id derives from the command's, so a re-send is identical."""
-    return Reply(
-        message_id=f"{command.message_id}:reply",
-        in_reply_to=command.message_id,
-        saga_id=command.saga_id,
-        step=command.step,
-        kind=command.kind,
-        attempt=command.attempt,
-        outcome=result.outcome,
-        data=result.data,
-        error=result.error,
-    )
+    return command.reply(result.outcome, result.data, result.error)
 
 
 def _simulation(command: Command) -> str:

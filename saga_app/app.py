@@ -126,5 +126,10 @@ class SagaWorker:
         if owned != self._indexed_partitions:
             self._reindex(owned)
         watermark = sweep_watermark(time.time(), self._progress(owned))
-        due = await self.orchestrator.sweep(watermark, owns=owned.__contains__)
+        try:
+            due = await self.orchestrator.sweep(watermark, owns=owned.__contains__)
+        except Exception:  # the popped timers are lost: rebuild them from the states next time
+            log.exception("sweep_failed")
+            self._indexed_partitions = None
+            return
         self.metrics.swept(time.monotonic() - started, due)

@@ -113,9 +113,7 @@ class Orchestrator:
         """Process one record from `saga.requests` or `saga.replies`; never raises."""
         try:
             await self._handle(record)
-        except SagaError as e:
-            await self.dead_letter(record, str(e))
-        except InvalidMessage as e:
+        except (SagaError, InvalidMessage) as e:
             await self.dead_letter(record, str(e))
         except Exception as e:  # a bug must not stop every other saga on this partition
             log.exception("record_failed", topic=record.topic, offset=record.offset)
@@ -143,7 +141,7 @@ class Orchestrator:
         decision = decide(
             definition, state, message, record.timestamp, reply_to=self.catalog.replies
         )
-        await self._apply(record, saga_id, state, message, decision)
+        await self._apply(saga_id, state, message, decision)
         if decision.ignored in _MAYBE_REPLAYED and self._may_be_replay(record) and state:
             await self._resend_outstanding(definition, state)
 
@@ -176,12 +174,7 @@ class Orchestrator:
             )
 
     async def _apply(
-        self,
-        record: Record,
-        saga_id: str,
-        before: SagaState | None,
-        message: SagaInput,
-        decision: Decision,
+        self, saga_id: str, before: SagaState | None, message: SagaInput, decision: Decision
     ) -> None:
         if decision.ignored is not None:
             self.metrics.ignored(kind=_kind(message), reason=decision.ignored)

@@ -91,16 +91,8 @@ class SagaTest:
         command = to or self._answering or (self.sent[-1].command if self.sent else None)
         if command is None:
             raise AssertionError("cannot reply: no command was sent yet")
-        self._last_reply = Reply(
-            message_id=f"reply:{command.message_id}",
-            in_reply_to=command.message_id,
-            saga_id=command.saga_id,
-            step=command.step,
-            kind=command.kind,
-            attempt=command.attempt,
-            outcome=outcome,
-            data=dict(data or {}),
-            error=error,
+        self._last_reply = command.reply(
+            outcome, dict(data or {}), error, message_id=f"reply:{command.message_id}"
         )
         self.given(self._last_reply)
         ignored = self.decisions[-1].ignored

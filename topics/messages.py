@@ -79,6 +79,26 @@ class Command(Message):
     payload: dict[str, Any] = Field(default_factory=dict)
     reply_to: str
 
+    def reply(
+        self,
+        outcome: Outcome,
+        data: dict[str, Any] | None = None,
+        error: str | None = None,
+        message_id: str | None = None,
+    ) -> Reply:
+        """The reply to this command; its id derives from the command's, so a re-send matches."""
+        return Reply(
+            message_id=message_id or f"{self.message_id}:reply",
+            in_reply_to=self.message_id,
+            saga_id=self.saga_id,
+            step=self.step,
+            kind=self.kind,
+            attempt=self.attempt,
+            outcome=outcome,
+            data=data or {},
+            error=error,
+        )
+
 
 class Reply(Message):
     """A participant's answer to one command or compensation."""

@@ -238,16 +238,11 @@ def _advance(world: World, event: SagaInput, decision: Decision) -> World:
 
 
 def _reply(command: Command, outcome: Outcome) -> Reply:
-    return Reply(
-        message_id=f"reply:{command.message_id}:{outcome}",
-        in_reply_to=command.message_id,
-        saga_id=command.saga_id,
-        step=command.step,
-        kind=command.kind,
-        attempt=command.attempt,
-        outcome=outcome,
+    return command.reply(
+        outcome,
         data={command.step: command.attempt} if outcome == "success" else {},
         error=None if outcome == "success" else f"{outcome} from {command.step}",
+        message_id=f"reply:{command.message_id}:{outcome}",
     )
 
 
