@@ -38,7 +38,7 @@ def make_faust_app(settings: Settings, role: str) -> faust.App:
         web_host=settings.web_host,
         web_port=settings.web_port,
         canonical_url=settings.web_url,
-        web_tables_enabled=False,  # the raw table pages would bypass the typed views
+        web_tables_enabled=settings.web_tables,
         web_application_options={"middlewares": [json_errors]},
         consumer_group_instance_id=f"{role}-{settings.web_host}-{settings.web_port}",
         broker_session_timeout=15.0,

@@ -23,6 +23,8 @@ class Settings:
     """Host this worker's web server binds and advertises; other workers route requests to it."""
     web_port: int = 6066
     """Port of this worker's web server; each worker on a host needs its own."""
+    web_tables: bool = False
+    """Serve Faust's raw `/table/...` pages too: they show stored bytes, not the typed views."""
     data_dir: str = "data"
     """Where this worker keeps its RocksDB table stores; each worker needs its own."""
     store: str = "rocksdb://"
@@ -66,6 +68,10 @@ class Settings:
 
 
 def _convert(name: str, raw: str, kind: object) -> object:
+    if kind in (bool, "bool"):
+        if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(f"SAGA_{name.upper()} must be true or false, got {raw!r}")
+        return raw.lower() in ("1", "true", "yes", "on")
     if kind in (int, "int"):
         try:
             return int(raw)
