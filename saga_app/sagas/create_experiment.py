@@ -1,21 +1,16 @@
 """`create_experiment`: experiment, resources, metrics, then tell the user (DESIGN.md).
 
 Payload: `user_id`, `name`, `resources`. No pivot: if even the notification fails, everything
-before it is undone. Timeouts and backoffs are short so demos show failures within seconds.
+before it is undone.
 """
 
-from saga_app.definition import RetryPolicy, SagaDefinition, Step
-
-RETRY = RetryPolicy(max_attempts=3, initial_delay=0.2, multiplier=2.0, max_delay=2.0, jitter=0.1)
-COMPENSATION_RETRY = RetryPolicy(
-    max_attempts=5, initial_delay=0.2, multiplier=2.0, max_delay=2.0, jitter=0.1
-)
-TIMEOUT = 3.0
+from saga_app.definition import SagaDefinition, Step
+from saga_app.sagas._timing import COMPENSATION_RETRY, DEADLINE, RETRY, TIMEOUT
 
 CREATE_EXPERIMENT = SagaDefinition(
     name="create_experiment",
     version=1,
-    deadline=60.0,
+    deadline=DEADLINE,
     steps=(
         Step(
             name="create_experiment",

@@ -5,18 +5,13 @@ stands: the confirmation is retried until it is sent. Timeouts and backoffs are 
 show failures within seconds.
 """
 
-from saga_app.definition import RetryPolicy, SagaDefinition, Step
-
-RETRY = RetryPolicy(max_attempts=3, initial_delay=0.2, multiplier=2.0, max_delay=2.0, jitter=0.1)
-COMPENSATION_RETRY = RetryPolicy(
-    max_attempts=5, initial_delay=0.2, multiplier=2.0, max_delay=2.0, jitter=0.1
-)
-TIMEOUT = 3.0
+from saga_app.definition import SagaDefinition, Step
+from saga_app.sagas._timing import COMPENSATION_RETRY, DEADLINE, RETRY, TIMEOUT
 
 CREATE_ORDER = SagaDefinition(
     name="create_order",
     version=1,
-    deadline=60.0,
+    deadline=DEADLINE,
     steps=(
         Step(
             name="create_order",

@@ -1,21 +1,15 @@
 """`create_run`: run record, resources, metrics, then the worker that runs it (DESIGN.md).
 
 Payload: `experiment_id`, `config`, `resources`. Every step can be undone, the worker included.
-Timeouts and backoffs are short so demos show failures within seconds.
 """
 
-from saga_app.definition import RetryPolicy, SagaDefinition, Step
-
-RETRY = RetryPolicy(max_attempts=3, initial_delay=0.2, multiplier=2.0, max_delay=2.0, jitter=0.1)
-COMPENSATION_RETRY = RetryPolicy(
-    max_attempts=5, initial_delay=0.2, multiplier=2.0, max_delay=2.0, jitter=0.1
-)
-TIMEOUT = 3.0
+from saga_app.definition import SagaDefinition, Step
+from saga_app.sagas._timing import COMPENSATION_RETRY, DEADLINE, RETRY, TIMEOUT
 
 CREATE_RUN = SagaDefinition(
     name="create_run",
     version=1,
-    deadline=60.0,
+    deadline=DEADLINE,
     steps=(
         Step(
             name="create_run",
