@@ -27,7 +27,7 @@ from participants.payments import payments
 from participants.resources import resources
 from participants.runtime import Participant, Records, reply_to
 from participants.workers import workers
-from saga_app.kafka_io import FaustPublisher, make_faust_app
+from saga_app.kafka_io import FaustPublisher, make_faust_app, readiness
 from saga_app.settings import Settings
 from saga_app.topology import PARTICIPANTS_APP
 from topics import MAX_MESSAGE_BYTES, Command, DeadLetter
@@ -70,10 +70,9 @@ class ParticipantsWorker:
         @app.page("/health")
         class Health(View):
             async def get(self, request: Request) -> Response:
-                tables: Any = app.tables  # the concrete TableManager; its type omits `recovery`
-                if not tables.recovery.completed.is_set() or app.rebalancing:
-                    return self.json({"status": "unavailable", "reason": "recovering"}, status=503)
-                return self.json({"status": "ok"})
+                ready, reason = readiness(app)
+                body = {"status": "ok" if ready else "unavailable", "reason": reason}
+                return self.json(body, status=200 if ready else 503)
 
     def _install(self, participant: Participant) -> None:
         table = self.app.Table(
@@ -114,7 +113,7 @@ class ParticipantsWorker:
         if stored is None:
             try:
                 result = participant.handle(command, records)
-            except Exception as e:  # a handler bug answers `failure`, it must not stop the agent
+            except Exception as e:  # a handler bug must not stop the agent: park it, no reply
                 log.exception("handler_failed", saga_id=command.saga_id, step=command.step)
                 await self._dead_letter(event, f"handler error: {type(e).__name__}: {e}")
                 return

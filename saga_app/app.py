@@ -13,7 +13,7 @@ import structlog
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
-from saga_app.kafka_io import FaustPublisher, SagaRepository, make_faust_app
+from saga_app.kafka_io import FaustPublisher, SagaRepository, make_faust_app, readiness
 from saga_app.metrics import SagaMetrics
 from saga_app.orchestrator import Orchestrator, Record
 from saga_app.settings import Settings
@@ -39,10 +39,11 @@ class SagaWorker:
         )
         self.repository = SagaRepository(self.table)
         self.metrics = SagaMetrics(registry)
+        self.publisher = FaustPublisher(self.app)
         self.orchestrator = Orchestrator(
             catalog=self.catalog,
             store=self.repository,
-            publisher=FaustPublisher(self.app),
+            publisher=self.publisher,
             metrics=self.metrics,
         )
         self.source = self.app.topic(
@@ -82,14 +83,7 @@ class SagaWorker:
 
     def is_ready(self) -> tuple[bool, str]:
         """Whether this worker holds its partitions with their state recovered, and if not, why."""
-        tables: Any = self.app.tables  # the concrete TableManager; its type omits `recovery`
-        if not tables.recovery.completed.is_set():
-            return False, "recovering saga state from the changelog"
-        if self.app.rebalancing:
-            return False, "rebalancing: partitions are being reassigned"
-        if not self.owned_partitions():
-            return False, "no partitions assigned yet (or more workers than partitions)"
-        return True, "ok"
+        return readiness(self.app)
 
     def _progress(self, owned: frozenset[int]) -> list[PartitionProgress]:
         """How recently the agent read each owned input partition, for `sweep_watermark`."""

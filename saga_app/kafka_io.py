@@ -51,6 +51,22 @@ def make_faust_app(settings: Settings, role: str) -> faust.App:
     )
 
 
+def readiness(app: faust.App) -> tuple[bool, str]:
+    """Whether a Faust app holds partitions with their tables recovered, and if not, why.
+
+    Recovery done and no rebalance is not enough: a worker that is still joining its group
+    (e.g. waiting out a dead member's session) owns nothing yet.
+    """
+    tables: Any = app.tables  # the concrete TableManager; its type omits `recovery`
+    if not tables.recovery.completed.is_set():
+        return False, "recovering table state from the changelog"
+    if app.rebalancing:
+        return False, "rebalancing: partitions are being reassigned"
+    if not app.assignor.assigned_actives():
+        return False, "no partitions assigned yet (or more workers than partitions)"
+    return True, "ok"
+
+
 class SagaRepository:
     """Typed access to the saga table: `SagaState` in, JSON bytes in the changelog."""
 
@@ -89,7 +105,7 @@ class FaustPublisher:
         self.max_backoff = max_backoff
         self._topics: dict[str, Any] = {}
         self.failures = 0
-        """Messages the broker never acknowledged, for `/health` and the metrics."""
+        """Messages the broker never acknowledged; `/health` shows the count."""
 
     def _topic(self, name: str) -> Any:
         topic = self._topics.get(name)

@@ -156,6 +156,7 @@ def install_views(worker: SagaWorker) -> None:
                 "reason": reason,
                 "partitions": sorted(worker.owned_partitions()),
                 "sagas": len(listing),
+                "delivery_failures": worker.publisher.failures,
             }
             return self.json(body, status=200 if ready else 503)
 
