@@ -13,10 +13,9 @@ import sys
 import time
 
 from saga_app import SagaState, decide
-from saga_app.sagas import get_definition
+from saga_app.sagas import CREATE_ORDER
 from topics import Outcome, Reply, SagaTimeout, StartSaga
 
-CREATE_ORDER = get_definition("create_order")
 PAYLOAD = {
     "customer_id": "c-42",
     "items": [{"sku": "A-1", "qty": 2}, {"sku": "B-7", "qty": 1}],

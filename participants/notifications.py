@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from participants.runtime import Participant, Records, Result, success
+from saga_app.participant import Participant, Records, Result, success
 from topics import Command
 
 notifications = Participant("notifications")

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from saga_app.kafka_io import FaustPublisher, SagaRepository, make_faust_app, readiness
 from saga_app.metrics import SagaMetrics
 from saga_app.orchestrator import Orchestrator, Record
+from saga_app.registry import SagaRegistry
 from saga_app.settings import Settings
 from saga_app.sweeper import PartitionProgress, sweep_watermark
 from saga_app.topology import ORCHESTRATOR_APP, SAGA_TABLE
@@ -27,8 +28,11 @@ log = structlog.get_logger("saga.app")
 class SagaWorker:
     """One orchestrator worker: the Faust app and the pieces it drives."""
 
-    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, settings: Settings, sagas: SagaRegistry, registry: CollectorRegistry | None = None
+    ) -> None:
         self.settings = settings
+        self.sagas = sagas
         self.catalog = settings.catalog
         self.app = make_faust_app(settings, ORCHESTRATOR_APP)
         self.table = self.app.Table(
@@ -42,6 +46,7 @@ class SagaWorker:
         self.publisher = FaustPublisher(self.app)
         self.orchestrator = Orchestrator(
             catalog=self.catalog,
+            sagas=sagas,
             store=self.repository,
             publisher=self.publisher,
             metrics=self.metrics,

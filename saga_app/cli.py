@@ -1,4 +1,4 @@
-"""The `saga` command: run a worker or the example participants, start a saga, read one."""
+"""The `saga` command: run a worker or participants, start a saga, read one, write the schemas."""
 
 from __future__ import annotations
 
@@ -10,42 +10,80 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 import faust
+import structlog
 
+from saga_app.errors import SagaModuleError
 from saga_app.logs import configure_logging, stdlib_logging_config
+from saga_app.registry import EXAMPLES as EXAMPLE_SAGAS
+from saga_app.registry import load_sagas
 from saga_app.settings import Settings
+from saga_app.topology import TopicPlan, ensure_topics, participant_topics, worker_topics
+from topics.schemas import write_schemas
+
+EXAMPLE_PARTICIPANTS = "participants:EXAMPLES"
+log = structlog.get_logger("saga.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="saga", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("worker", help="run an orchestrator worker (run several to scale out)")
-    commands.add_parser("participants", help="run the example participants")
+    worker = commands.add_parser(
+        "worker", help="run an orchestrator worker (run several to scale out)"
+    )
+    worker.add_argument(
+        "--sagas",
+        help="modules whose top-level SagaDefinitions to run, comma-separated "
+        "(default: $SAGA_SAGAS, else the example sagas)",
+    )
+    participant = commands.add_parser(
+        "participant", help="run participants of your own: module:attribute of a Participant"
+    )
+    participant.add_argument("specs", nargs="+", metavar="MODULE:ATTRIBUTE")
+    participant.add_argument(
+        "--simulate", action="store_true", help="honour `simulate` hooks in payloads (demos, tests)"
+    )
+    commands.add_parser("participants", help="run the example participants (simulate hooks on)")
     start = commands.add_parser("start", help="start a saga by producing to saga.requests")
-    start.add_argument("saga_type")
+    start.add_argument("saga_type", nargs="?", help="omit it to list what the worker runs")
     start.add_argument("--payload", default="{}", help="the saga payload as a JSON object")
     start.add_argument("--saga-id", help="defaults to a new uuid")
+    start.add_argument("--url", help="a worker's web address, to check the saga type")
     status = commands.add_parser("status", help="show a saga as the web view has it")
     status.add_argument("saga_id")
     status.add_argument("--url", help="a worker's web address (default: this host's SAGA_WEB_PORT)")
+    schema = commands.add_parser("schema", help="write a JSON Schema per message type")
+    schema.add_argument(
+        "--out", type=Path, default=Path("schemas"), help="folder (default: schemas)"
+    )
     args = parser.parse_args(argv)
 
-    settings = Settings.from_env()
-    if args.command == "worker":
-        return run_worker(settings)
-    if args.command == "participants":
-        return run_participants(settings)
+    try:
+        settings = Settings.from_env()
+        if args.command == "worker":
+            sagas = args.sagas if args.sagas is not None else settings.sagas
+            return run_worker(settings, [m.strip() for m in sagas.split(",") if m.strip()])
+        if args.command == "participant":
+            return run_participants(settings, args.specs, simulate=args.simulate)
+        if args.command == "participants":
+            return run_participants(settings, [EXAMPLE_PARTICIPANTS], simulate=True)
+    except (SagaModuleError, ValueError) as e:
+        print(f"saga {args.command}: {e}", file=sys.stderr)
+        return 2
     if args.command == "start":
-        return start_saga(settings, args.saga_type, args.payload, args.saga_id)
+        url = args.url or settings.web_url
+        return start_saga(settings, url, args.saga_type, args.payload, args.saga_id)
+    if args.command == "schema":
+        for path in write_schemas(args.out):
+            print(path)
+        return 0
     return show_status(args.url or settings.web_url, args.saga_id)
 
 
-def _run_faust(app: faust.App, settings: Settings) -> int:
-
-    from saga_app.topology import ensure_topics
-
-    asyncio.run(ensure_topics(settings))
+def _run_faust(app: faust.App, settings: Settings, topics: TopicPlan) -> int:
+    asyncio.run(ensure_topics(settings, topics))
     worker = faust.Worker(
         app,
         loglevel=settings.log_level.upper(),
@@ -56,23 +94,69 @@ def _run_faust(app: faust.App, settings: Settings) -> int:
     return 0
 
 
-def run_worker(settings: Settings) -> int:
+def run_worker(settings: Settings, modules: list[str]) -> int:
+    """Run an orchestrator worker with the sagas of `modules` (none: the examples)."""
     from saga_app.app import SagaWorker
 
     configure_logging(settings.log_level, settings.log_format)
-    return _run_faust(SagaWorker(settings).app, settings)
+    sagas = load_sagas(modules or [EXAMPLE_SAGAS])
+    loaded = [f"{d.name} v{d.version}" for d in sorted(sagas, key=lambda d: (d.name, d.version))]
+    if modules:
+        log.info("sagas_loaded", modules=modules, sagas=loaded)
+    else:
+        log.info(
+            "sagas_loaded",
+            modules=[EXAMPLE_SAGAS],
+            sagas=loaded,
+            note="no --sagas given: running the example sagas; --sagas mypkg.sagas runs yours",
+        )
+    return _run_faust(SagaWorker(settings, sagas).app, settings, worker_topics(settings, sagas))
 
 
-def run_participants(settings: Settings) -> int:
-    from participants.app import ParticipantsWorker
+def run_participants(settings: Settings, specs: list[str], *, simulate: bool) -> int:
+    """Run the participants named by `module:attribute` specs in one process."""
+    from saga_app.participant_app import ParticipantWorker, load_participants
 
     configure_logging(settings.log_level, settings.log_format)
-    return _run_faust(ParticipantsWorker(settings).app, settings)
+    participants = load_participants(specs)
+    names = [p.name for p in participants]
+    log.info("participants_loaded", specs=specs, participants=names, simulate=simulate)
+    worker = ParticipantWorker(settings, participants, simulate=simulate or settings.simulate)
+    return _run_faust(worker.app, settings, participant_topics(settings, names))
 
 
-def start_saga(settings: Settings, saga_type: str, payload: str, saga_id: str | None) -> int:
+def loaded_definitions(base_url: str) -> list[dict[str, object]] | None:
+    """What the worker at `base_url` runs (`GET /definitions`), or None if it cannot be asked."""
+    try:
+        with urllib.request.urlopen(f"{base_url.rstrip('/')}/definitions", timeout=5) as response:
+            data = json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, list) else None
+
+
+def start_saga(
+    settings: Settings, url: str, saga_type: str | None, payload: str, saga_id: str | None
+) -> int:
+    """Produce a start request; first check the type against what the worker at `url` runs."""
     from saga_app.client import SagaClient
 
+    definitions = loaded_definitions(url)
+    runs = sorted({f"{d['name']} v{d['version']}" for d in definitions or [] if d.get("newest")})
+    if saga_type is None:
+        if definitions is None:
+            print(f"cannot reach a worker at {url} to list its sagas (--url)", file=sys.stderr)
+            return 1
+        print("\n".join(runs) or "(no sagas loaded)")
+        return 0
+    if definitions is None:
+        print(f"note: cannot reach a worker at {url}; not checking {saga_type!r}", file=sys.stderr)
+    elif not any(d["name"] == saga_type for d in definitions):
+        print(
+            f"unknown saga type {saga_type!r}; the worker at {url} runs: {', '.join(runs)}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         data = json.loads(payload)
     except ValueError as e:

@@ -20,6 +20,10 @@ Rules DESIGN.md leaves open, decided here:
 - An operator retry continues the attempt count (message ids stay unique) with a fresh budget.
 - A timeout that matches the current timer is honoured whatever its `due_at`: the sweeper decides
   when timers are due, and refusing an early one would lose the timer.
+- A running saga whose definition version is not loaded is not guessed at: the first event for it
+  fails it (`definition_missing`), keeping its timer and what it was doing; that event is not
+  applied. An operator retry once the version is back resumes it and re-sends the attempt it
+  waited for under the same message id, so the participant answers (again) from its dedupe store.
 """
 
 from __future__ import annotations
@@ -29,7 +33,15 @@ from typing import Literal
 
 from saga_app.definition import SagaDefinition
 from saga_app.errors import DefinitionMismatch, InvalidEvent
-from saga_app.state import HistoryEntry, SagaState, SagaStatus, StepState, StepStatus, Timer
+from saga_app.state import (
+    HistoryEntry,
+    SagaState,
+    SagaStatus,
+    StepState,
+    StepStatus,
+    Suspension,
+    Timer,
+)
 from topics import (
     AbortSaga,
     Command,
@@ -55,6 +67,7 @@ IgnoredReason = Literal[
     "not_running",  # an abort of a saga that is not in progress
     "past_pivot",  # an abort after the pivot succeeded: the saga can only go forward
     "not_failed",  # an operator retry of a saga that is not failed
+    "definition_missing",  # the saga's definition version is not loaded on this worker
 ]
 """Why an event changed nothing; the agent counts these and dead-letters `unknown_saga`."""
 
@@ -193,8 +206,39 @@ def _retry(definition: SagaDefinition, state: SagaState, now: float, reply_to: s
     if state.status != SagaStatus.FAILED:
         return Decision(state, ignored="not_failed")
     t = _Transition(definition, state, now, reply_to)
-    t.redrive(state.cursor)
+    if state.suspended is not None:
+        t.resume(state.suspended)
+    else:
+        t.redrive(state.cursor)
     return t.finish()
+
+
+def definition_missing(
+    state: SagaState, event: SagaInput, now: float, *, loaded: list[int]
+) -> Decision:
+    """Apply `event` to a saga whose definition version is not loaded (`loaded` are the ones that
+    are): a running saga is failed with an error naming the missing version; anything else is
+    ignored. Never mutates `state`."""
+    if state.status not in _RUNNING or isinstance(event, StartSaga):
+        reason: IgnoredReason = (
+            "duplicate_start" if isinstance(event, StartSaga) else "definition_missing"
+        )
+        return Decision(state, ignored=reason)
+    versions = ", ".join(str(v) for v in loaded) or "none"
+    error = (
+        f"{state.saga_type} version {state.version} is not loaded on this worker "
+        f"(loaded versions: {versions}); deploy version {state.version} and retry the saga"
+    )
+    failed = state.model_copy(
+        update={
+            "status": SagaStatus.FAILED,
+            "error": error,
+            "suspended": Suspension(status=state.status, error=state.error),
+            "history": list(state.history),
+            "updated_at": now,
+        }
+    )
+    return Decision(failed, events=(_record(failed, "saga_failed", now, error=error),))
 
 
 class _Transition:
@@ -253,24 +297,7 @@ class _Transition:
         error: str | None = None,
     ) -> None:
         """Record a transition in the history and publish it as a saga event."""
-        s = self.state
-        seq = s.last_seq + 1
-        s.history.append(
-            HistoryEntry(seq=seq, event=event, step=step, attempt=attempt, at=self.now, error=error)
-        )
-        self.events.append(
-            SagaEvent(
-                saga_id=s.saga_id,
-                saga_type=s.saga_type,
-                seq=seq,
-                event=event,
-                step=step,
-                attempt=attempt,
-                status=s.status.value,
-                at=self.now,
-                error=error,
-            )
-        )
+        self.events.append(_record(self.state, event, self.now, step, attempt, error))
 
     def forward_only(self, index: int) -> bool:
         """Steps after the pivot only run once it succeeded; they are retried forever."""
@@ -459,6 +486,53 @@ class _Transition:
         self.state.status = SagaStatus.COMPENSATING
         self.emit("saga_retried", self.definition.steps[index].name)
         self.send(index, "compensation", state.compensation_attempts + 1)
+
+    def resume(self, suspended: Suspension) -> None:
+        """Operator retry of a saga failed for a missing definition: carry on where it stopped.
+
+        The attempt it waited for is sent again with its same message id (a participant that
+        already answered answers again from its dedupe store); a pending backoff fires now.
+        """
+        s = self.state
+        s.status = suspended.status
+        s.error = suspended.error
+        s.suspended = None
+        self.emit("saga_retried")
+        timer = s.timer
+        if timer is not None:
+            index = self.definition.index_of(timer.step)
+            if index is None:
+                raise InvalidEvent(
+                    f"saga {s.saga_id} waited for step {timer.step!r}, which "
+                    f"{s.saga_type} version {s.version} does not have"
+                )
+            self.send(index, timer.kind, timer.attempt)
+
+
+def _record(
+    state: SagaState,
+    event: str,
+    now: float,
+    step: str | None = None,
+    attempt: int | None = None,
+    error: str | None = None,
+) -> SagaEvent:
+    """Append a transition to `state`'s (own, already copied) history; the event to publish."""
+    seq = state.last_seq + 1
+    state.history.append(
+        HistoryEntry(seq=seq, event=event, step=step, attempt=attempt, at=now, error=error)
+    )
+    return SagaEvent(
+        saga_id=state.saga_id,
+        saga_type=state.saga_type,
+        seq=seq,
+        event=event,
+        step=step,
+        attempt=attempt,
+        status=state.status.value,
+        at=now,
+        error=error,
+    )
 
 
 def outstanding_command(

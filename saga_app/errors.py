@@ -35,3 +35,18 @@ class DefinitionMismatch(SagaError):
 
 class InvalidEvent(SagaError):
     """Raised when `decide` gets an event it can never apply, e.g. a start without a saga_id."""
+
+
+class SagaModuleError(SagaError):
+    """Raised when a module given to `--sagas` cannot be loaded: it does not import, defines no
+    saga, or defines a saga type and version another module defines too.
+
+    Attributes:
+        module: the module (or modules) at fault, as given.
+        problem: what is wrong with it.
+    """
+
+    def __init__(self, module: str, problem: str) -> None:
+        self.module = module
+        self.problem = problem
+        super().__init__(f"saga module {module}: {problem}")

@@ -76,6 +76,12 @@ class SagaMetrics:
         self.sweep_due = Counter(
             "saga_sweep_timeouts_sent", "Timeout requests the sweeper sent", registry=r
         )
+        self.missing_definitions = Counter(
+            "saga_definition_missing",
+            "Sagas failed because their definition version is not loaded on this worker",
+            ["saga_type", "version"],
+            registry=r,
+        )
 
     def observe(self, before: SagaState | None, after: SagaState, decision: Decision) -> None:
         """Count what one applied decision changed."""
@@ -105,6 +111,9 @@ class SagaMetrics:
 
     def ignored(self, kind: str, reason: str) -> None:
         self.ignored_events.labels(kind, reason).inc()
+
+    def definition_missing(self, saga_type: str, version: int) -> None:
+        self.missing_definitions.labels(saga_type, str(version)).inc()
 
     def dead_lettered(self, topic: str) -> None:
         self.dead_letters.labels(topic).inc()

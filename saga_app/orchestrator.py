@@ -16,11 +16,11 @@ from typing import Protocol
 import structlog
 
 from saga_app.definition import SagaDefinition
-from saga_app.engine import Decision, decide, outstanding_command
+from saga_app.engine import Decision, decide, definition_missing, outstanding_command
 from saga_app.errors import SagaError
 from saga_app.listing import SagaListing
 from saga_app.metrics import SagaMetrics
-from saga_app.sagas import get_definition
+from saga_app.registry import SagaRegistry
 from saga_app.state import SagaState
 from saga_app.sweeper import DeadlineIndex
 from topics import (
@@ -92,6 +92,7 @@ class Orchestrator:
     def __init__(
         self,
         catalog: TopicCatalog,
+        sagas: SagaRegistry,
         store: SagaStore,
         publisher: Publisher,
         metrics: SagaMetrics,
@@ -99,6 +100,7 @@ class Orchestrator:
         listing: SagaListing | None = None,
     ) -> None:
         self.catalog = catalog
+        self.sagas = sagas
         self.store = store
         self.publisher = publisher
         self.metrics = metrics
@@ -136,14 +138,37 @@ class Orchestrator:
             self.metrics.ignored(kind=_kind(message), reason="unknown_saga")
             await self.dead_letter(record, f"unknown saga {saga_id!r}: no saga with this id exists")
             return
-        saga_type = state.saga_type if state is not None else _start(message).saga_type
-        definition = get_definition(saga_type)
+        if state is None:
+            definition = self.sagas.newest(_start(message).saga_type)
+        else:
+            found = self.sagas.get(state.saga_type, state.version)
+            if found is None:
+                await self._without_definition(saga_id, state, message, record.timestamp)
+                return
+            definition = found
         decision = decide(
             definition, state, message, record.timestamp, reply_to=self.catalog.replies
         )
         await self._apply(saga_id, state, message, decision)
         if decision.ignored in _MAYBE_REPLAYED and self._may_be_replay(record) and state:
             await self._resend_outstanding(definition, state)
+
+    async def _without_definition(
+        self, saga_id: str, state: SagaState, message: SagaInput, now: float
+    ) -> None:
+        """A saga whose definition version is not loaded here: fail it, naming the version."""
+        loaded = self.sagas.versions(state.saga_type)
+        decision = definition_missing(state, message, now, loaded=loaded)
+        if decision.ignored is None:
+            self.metrics.definition_missing(state.saga_type, state.version)
+            log.error(
+                "definition_missing",
+                saga_id=saga_id,
+                saga_type=state.saga_type,
+                version=state.version,
+                loaded=loaded,
+            )
+        await self._apply(saga_id, state, message, decision)
 
     def _parse(self, record: Record) -> SagaInput:
         if not record.value:

@@ -34,6 +34,11 @@ class Settings:
     log_level: str = "info"
     log_format: str = "auto"
     """`json`, `console`, or `auto` (console on a terminal, JSON otherwise)."""
+    sagas: str = ""
+    """Modules whose top-level `SagaDefinition`s a worker runs, comma-separated (`--sagas`);
+    empty: the example sagas."""
+    simulate: bool = False
+    """Honour the `simulate` hooks of a command's payload in participants (demos and tests)."""
     producer_linger_ms: int = 0
     """How long the producer waits to fill a batch. Keep 0: with faust-streaming 0.15.3 and
     aiokafka 0.14, table changelog records sent with a linger sat in the producer until more

@@ -102,6 +102,15 @@ class Timer(BaseModel):
         )
 
 
+class Suspension(BaseModel):
+    """What a saga was doing when it was failed because its definition version is not loaded."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: SagaStatus
+    error: str | None = None
+
+
 class SagaState(BaseModel):
     """Everything known about one saga; small, because it is rewritten on every transition."""
 
@@ -125,6 +134,9 @@ class SagaState(BaseModel):
     """When the saga compensates if still in progress; cleared once the pivot succeeded."""
     handled_replies: list[str] = Field(default_factory=list)
     """`step:kind:attempt` of every reply applied, to tell duplicates from stale replies."""
+    suspended: Suspension | None = None
+    """Set while the saga is `failed` because no worker had its definition version: an operator
+    retry, once that version is deployed again, resumes it from here (its timer is kept)."""
 
     @property
     def last_seq(self) -> int:

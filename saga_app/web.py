@@ -24,7 +24,6 @@ from faust.web.exceptions import ServiceUnavailable
 from pydantic import ValidationError
 
 from saga_app.listing import merge_stats, newest_first
-from saga_app.sagas import DEFINITIONS
 from saga_app.state import SagaStatus
 from topics import MAX_MESSAGE_BYTES, AbortSaga, RetrySaga, StartSaga
 
@@ -163,7 +162,7 @@ def install_views(worker: SagaWorker) -> None:
     @app.page("/definitions")
     class Definitions(View):
         async def get(self, request: Request) -> Response:
-            return self.json([d.describe() for d in DEFINITIONS.values()])
+            return self.json(worker.sagas.describe())
 
     @app.page("/stats")
     class Stats(View):
@@ -205,8 +204,8 @@ def install_views(worker: SagaWorker) -> None:
                 return error(self, e.status, str(e))
             except ValidationError as e:
                 return error(self, 400, describe_validation(e))
-            if start.saga_type not in DEFINITIONS:
-                known = ", ".join(sorted(DEFINITIONS))
+            if start.saga_type not in worker.sagas.saga_types:
+                known = ", ".join(worker.sagas.saga_types)
                 return error(self, 400, f"unknown saga_type {start.saga_type!r}; known: {known}")
             saga_id = start.saga_id or str(uuid.uuid4())
             start = start.model_copy(update={"saga_id": saga_id})

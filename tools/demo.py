@@ -27,8 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from saga_app.client import SagaClient  # noqa: E402
+from saga_app.registry import EXAMPLES, load_sagas  # noqa: E402
 from saga_app.settings import Settings  # noqa: E402
-from saga_app.topology import ensure_topics  # noqa: E402
+from saga_app.topology import ensure_topics, worker_topics  # noqa: E402
 from tools.local_kafka import LocalKafka, fetch  # noqa: E402
 from tools.services import Service, port_is_free  # noqa: E402
 
@@ -226,7 +227,7 @@ def main() -> int:
         shutil.rmtree(workdir / "data", ignore_errors=True)
     env = {"SAGA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
     settings = Settings.from_env(env)
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings, worker_topics(settings, load_sagas([EXAMPLES]))))
     worker = Service("worker", env, workdir, port=6066 if port_is_free(6066) else None)
     participants = Service("participants", env, workdir)
     services = [worker, participants]

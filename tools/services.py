@@ -63,8 +63,10 @@ class Service:
         workdir: Path,
         name: str | None = None,
         port: int | None = None,
+        args: list[str] | None = None,
     ):
         self.role = role
+        self.args = args or []
         self.name = name or role
         self.port = port or free_port()
         self.workdir = workdir
@@ -86,7 +88,7 @@ class Service:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "saga_app.cli", self.role],
+            [sys.executable, "-m", "saga_app.cli", self.role, *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -15,8 +15,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from services import Service, http_json
 
 from saga_app.client import SagaClient
+from saga_app.registry import EXAMPLES, load_sagas
 from saga_app.settings import Settings
-from saga_app.topology import ensure_topics
+from saga_app.topology import ensure_topics, worker_topics
 
 FINISHED = frozenset({"completed", "compensated", "failed"})
 
@@ -41,7 +42,9 @@ class SagaSystem:
         ]
 
     def start(self) -> SagaSystem:
-        asyncio.run(ensure_topics(self.settings))
+        asyncio.run(
+            ensure_topics(self.settings, worker_topics(self.settings, load_sagas([EXAMPLES])))
+        )
         for service in [self.participants, *self.workers]:
             service.start()
         for service in [self.participants, *self.workers]:

@@ -7,7 +7,10 @@ import dataclasses
 import pytest
 
 from saga_app import DefinitionError, RetryPolicy, SagaDefinition, Step, UnknownSagaType
-from saga_app.sagas import DEFINITIONS, get_definition
+from saga_app.registry import EXAMPLES, load_sagas
+from saga_app.sagas import CREATE_ORDER
+
+EXAMPLE_SAGAS = load_sagas([EXAMPLES])
 
 
 def _step(name: str = "a", **overrides: object) -> Step:
@@ -123,7 +126,7 @@ def test_definitions_are_frozen() -> None:
 
 def test_describe_lists_steps_and_policies_as_plain_data() -> None:
     """describe() is the JSON-able form that GET /definitions serves."""
-    described = get_definition("create_order").describe()
+    described = CREATE_ORDER.describe()
     assert described["name"] == "create_order"
     assert described["pivot"] == "charge_payment"
     first = described["steps"][0]
@@ -157,7 +160,7 @@ EXPECTED_STEPS = {
 @pytest.mark.parametrize("name", sorted(EXPECTED_STEPS))
 def test_example_sagas_follow_the_design(name: str) -> None:
     """Step names, participants, actions and compensations are exactly DESIGN.md's."""
-    definition = DEFINITIONS[name]
+    definition = EXAMPLE_SAGAS.newest(name)
     steps = [(s.name, s.participant, s.action, s.compensation) for s in definition.steps]
     assert steps == EXPECTED_STEPS[name]
     for step in definition.steps:
@@ -167,14 +170,14 @@ def test_example_sagas_follow_the_design(name: str) -> None:
 
 def test_only_charge_payment_is_a_pivot() -> None:
     """create_order's point of no return is the payment; the other sagas have none."""
-    pivots = {name: d.pivot_index for name, d in DEFINITIONS.items()}
+    pivots = {d.name: d.pivot_index for d in EXAMPLE_SAGAS}
     assert pivots == {"create_order": 2, "create_experiment": None, "create_run": None}
 
 
 def test_unknown_saga_type_lists_the_known_ones() -> None:
     """Asking for a type that does not exist says which ones do."""
     with pytest.raises(UnknownSagaType) as raised:
-        get_definition("create_pizza")
+        EXAMPLE_SAGAS.newest("create_pizza")
     assert str(raised.value) == (
         "unknown saga type 'create_pizza'; known types: create_experiment, create_order, create_run"
     )

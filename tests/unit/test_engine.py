@@ -7,11 +7,10 @@ import dataclasses
 import pytest
 
 from saga_app import DefinitionMismatch, InvalidEvent, SagaState, decide
-from saga_app.sagas import get_definition
+from saga_app.sagas import CREATE_ORDER
 from saga_app.testing import SagaTest
 from topics import AbortSaga, Reply, RetrySaga, SagaTimeout, StartSaga
 
-CREATE_ORDER = get_definition("create_order")
 ORDER = {"customer_id": "c1", "items": [{"sku": "A", "qty": 2}], "amount": 30}
 
 

@@ -12,10 +12,12 @@ from structlog.testing import capture_logs
 from saga_app.listing import SagaListing, merge_stats
 from saga_app.metrics import SagaMetrics
 from saga_app.orchestrator import Orchestrator, Record
+from saga_app.registry import EXAMPLES, load_sagas
 from saga_app.state import SagaState
 from topics import TopicCatalog
 
 CATALOG = TopicCatalog(prefix="t.", partitions=4)
+SAGAS = load_sagas([EXAMPLES])
 ORDER = {"customer_id": "c1", "items": [{"sku": "a", "qty": 1}], "amount": 5}
 
 
@@ -45,7 +47,7 @@ class ListPublisher:
 
 def make() -> tuple[Orchestrator, DictStore, ListPublisher]:
     store, publisher = DictStore(), ListPublisher()
-    orchestrator = Orchestrator(CATALOG, store, publisher, SagaMetrics(CollectorRegistry()))
+    orchestrator = Orchestrator(CATALOG, SAGAS, store, publisher, SagaMetrics(CollectorRegistry()))
     return orchestrator, store, publisher
 
 
@@ -89,7 +91,7 @@ async def test_a_replayed_record_already_applied_resends_the_outstanding_command
     await orchestrator.handle(record(start(), "s1"))
     [sent_before_crash] = publisher.to("t.orders.commands")
     again = ListPublisher()
-    restarted = Orchestrator(CATALOG, store, again, SagaMetrics(CollectorRegistry()))
+    restarted = Orchestrator(CATALOG, SAGAS, store, again, SagaMetrics(CollectorRegistry()))
     await restarted.handle(record(start(), "s1"))  # the state survived, the command may not have
     assert again.to("t.orders.commands") == [sent_before_crash]
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from saga_app import RetryPolicy, Step
-from saga_app.sagas import get_definition
+from saga_app.sagas import CREATE_EXPERIMENT, CREATE_ORDER, CREATE_RUN
 from saga_app.testing import SagaTest
 
-CREATE_ORDER = get_definition("create_order")
-CREATE_EXPERIMENT = get_definition("create_experiment")
-CREATE_RUN = get_definition("create_run")
 ORDER = {"customer_id": "c1", "items": [{"sku": "A", "qty": 2}], "amount": 30}
 TIMEOUT = 3.0  # the example sagas' step timeout
 FIRST_BACKOFF = 0.2  # their initial delay (jitter only shortens it)

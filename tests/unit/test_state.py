@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 from saga_app import SagaState, SagaStatus, decide
-from saga_app.sagas import get_definition
+from saga_app.sagas import CREATE_ORDER
 from saga_app.testing import SagaTest
 from topics import StartSaga
 
-CREATE_ORDER = get_definition("create_order")
 PAYLOAD = {"customer_id": "c1", "items": [{"sku": "A", "qty": 1}], "amount": 10}
 
 

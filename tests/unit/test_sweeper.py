@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from saga_app import DeadlineIndex
-from saga_app.sagas import get_definition
+from saga_app.sagas import CREATE_ORDER
 from saga_app.testing import SagaTest
 from topics import SagaTimeout
 
@@ -60,7 +60,7 @@ def test_forget_drops_a_saga() -> None:
 
 def test_rebuild_indexes_the_timers_of_owned_states() -> None:
     """After a partition assignment the index is rebuilt from the states the worker owns."""
-    definition = get_definition("create_order")
+    definition = CREATE_ORDER
     running = SagaTest(definition, saga_id="running").start({}).state
     finished = SagaTest(definition, saga_id="done").start({}).reply_failure().state
     assert running is not None and finished is not None

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from saga_app.sagas import get_definition
+from saga_app.sagas import CREATE_ORDER
 from saga_app.testing import SagaTest
-
-CREATE_ORDER = get_definition("create_order")
 
 
 def kit() -> SagaTest:

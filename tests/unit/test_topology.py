@@ -6,10 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from participants.app import ParticipantsWorker
+from participants import EXAMPLES
 from saga_app.app import SagaWorker
+from saga_app.participant_app import ParticipantWorker
+from saga_app.registry import EXAMPLES as EXAMPLE_SAGAS
+from saga_app.registry import load_sagas
 from saga_app.settings import Settings
-from saga_app.topology import changelog_topics, saga_topics
+from saga_app.topology import participant_group, participant_topics, worker_topics
+
+SAGAS = load_sagas([EXAMPLE_SAGAS])
 
 
 @pytest.fixture
@@ -18,14 +23,35 @@ def settings(tmp_path: Path) -> Settings:
 
 
 def test_every_table_changelog_is_created_up_front(settings: Settings) -> None:
-    """The changelogs of both apps' tables are among the topics created before they start."""
-    apps = [SagaWorker(settings).app, ParticipantsWorker(settings).app]
-    used = {t.changelog_topic.get_topic_name() for app in apps for t in app.tables.values()}
-    assert used <= set(changelog_topics(settings)), used - set(changelog_topics(settings))
+    """The changelogs of both apps' tables are among the topics each process creates first."""
+    names = [p.name for p in EXAMPLES]
+    for app, plan in [
+        (SagaWorker(settings, SAGAS).app, worker_topics(settings, SAGAS)),
+        (ParticipantWorker(settings, EXAMPLES).app, participant_topics(settings, names)),
+    ]:
+        used = {t.changelog_topic.get_topic_name() for t in app.tables.values()}
+        assert used == set(plan.changelogs)
 
 
 def test_every_command_topic_of_the_participants_is_created_up_front(settings: Settings) -> None:
-    """Each participant's command topic and the saga topics share the table's partition count."""
-    app = ParticipantsWorker(settings).app
+    """Each participant's command topic is created by its process and by the worker."""
+    app = ParticipantWorker(settings, EXAMPLES).app
     consumed = {name for topic in app.topics for name in topic.topics}
-    assert consumed <= set(saga_topics(settings))
+    assert consumed <= set(participant_topics(settings, [p.name for p in EXAMPLES]).topics)
+    assert consumed <= set(worker_topics(settings, SAGAS).topics)
+
+
+def test_a_worker_creates_the_command_topics_of_the_participants_its_sagas_name(
+    settings: Settings,
+) -> None:
+    """Only the participants of the loaded sagas get command topics from a worker."""
+    only_orders = load_sagas(["saga_app.sagas.create_order"])
+    topics = worker_topics(settings, only_orders).topics
+    assert "x.payments.commands" in topics
+    assert "x.workers.commands" not in topics
+
+
+def test_each_participant_service_has_its_own_consumer_group() -> None:
+    """Two services never share a group; the order of the names does not matter."""
+    assert participant_group(["payments"]) != participant_group(["inventory"])
+    assert participant_group(["b", "a"]) == participant_group(["a", "b"]) == "saga-participant-a-b"

@@ -1,6 +1,14 @@
-"""A small runtime any participant service can use: handlers, dedupe, simulate hooks, replies.
+"""The participant API: a service declares a handler per action and per compensation.
 
-A participant declares a handler per action and per compensation. The runtime gives each command
+    payments = Participant("payments")
+
+    @payments.action("charge")
+    def charge(command: Command, records: Records) -> Result:
+        ...
+        return success(payment_id=command.saga_id)
+
+`saga participant mypkg.payments:payments` runs it (`saga_app.participant_app`). The runtime
+gives each command
 exactly-once *effect* on top of at-least-once delivery:
 
 - a command whose message_id was already answered gets the stored reply again, with no second
@@ -9,7 +17,8 @@ exactly-once *effect* on top of at-least-once delivery:
   saga (a reservation is keyed by saga_id): attempt 2 after a lost reply to attempt 1 finds the
   effect already done and reports success.
 
-The `simulate` hooks of DESIGN.md live here, so every participant supports them the same way.
+The `simulate` hooks of DESIGN.md live here, so every participant supports them the same way,
+and only when the process runs with them on (`saga participant --simulate`).
 """
 
 from __future__ import annotations
@@ -17,11 +26,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from topics import Command, Reply
-
-Outcome = Literal["success", "failure", "retry"]
+from topics import Command, Outcome, Reply
 
 
 @dataclass(frozen=True)
@@ -101,9 +108,11 @@ class Participant:
 
         return decorator
 
-    def handle(self, command: Command, records: Records) -> Result | None:
-        """Run the command's handler, honouring `simulate`; None means: do not answer."""
-        hook = _simulation(command)
+    def handle(
+        self, command: Command, records: Records, *, simulate: bool = False
+    ) -> Result | None:
+        """Run the command's handler (honouring `simulate` hooks if on); None: do not answer."""
+        hook = _simulation(command) if simulate else ""
         imposed = _imposed_answer(hook, command)
         if imposed is not None:
             return imposed

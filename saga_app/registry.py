@@ -1,0 +1,100 @@
+"""The saga definitions a worker runs: loaded from your modules, found by type and version.
+
+A module offers its sagas by defining (or importing) `SagaDefinition`s at its top level; nothing
+else is needed. A worker may load several versions of one saga type: a new saga starts on the
+newest, a running saga keeps the version it started with (DESIGN.md: a saga is data).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from saga_app.definition import SagaDefinition
+from saga_app.errors import DefinitionError, SagaModuleError, UnknownSagaType
+
+EXAMPLES = "saga_app.sagas"
+"""The module a worker loads when it is given no `--sagas`: the example sagas of DESIGN.md."""
+
+
+class SagaRegistry:
+    """Saga definitions by (type, version); validated once, when the worker starts."""
+
+    def __init__(self, definitions: Iterable[SagaDefinition]) -> None:
+        self._by_key: dict[tuple[str, int], SagaDefinition] = {}
+        for definition in definitions:
+            key = (definition.name, definition.version)
+            known = self._by_key.get(key)
+            if known is not None and known is not definition:
+                raise DefinitionError(
+                    f"saga {definition.name!r} version {definition.version} is defined twice"
+                )
+            self._by_key[key] = definition
+        self._newest: dict[str, SagaDefinition] = {}
+        for (name, _), definition in sorted(self._by_key.items()):
+            self._newest[name] = definition  # sorted by version: the last one wins
+
+    def newest(self, saga_type: str) -> SagaDefinition:
+        """The version new sagas of `saga_type` start on; `UnknownSagaType` if none is loaded."""
+        try:
+            return self._newest[saga_type]
+        except KeyError:
+            raise UnknownSagaType(saga_type, self._newest) from None
+
+    def get(self, saga_type: str, version: int) -> SagaDefinition | None:
+        """The definition a saga started on, or None when that version is not loaded here."""
+        return self._by_key.get((saga_type, version))
+
+    def versions(self, saga_type: str) -> list[int]:
+        """The loaded versions of `saga_type`, oldest first."""
+        return sorted(v for (name, v) in self._by_key if name == saga_type)
+
+    @property
+    def saga_types(self) -> list[str]:
+        return sorted(self._newest)
+
+    def participants(self) -> list[str]:
+        """Every participant a loaded definition sends commands to (their topics are created)."""
+        return sorted({s.participant for d in self for s in d.steps})
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every loaded definition as JSON-able data, newest version of each type first; `newest`
+        marks the version new sagas start on."""
+        return [
+            {**d.describe(), "newest": d is self._newest[d.name]}
+            for d in sorted(self, key=lambda d: (d.name, -d.version))
+        ]
+
+    def __iter__(self) -> Iterator[SagaDefinition]:
+        return iter(self._by_key.values())
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+
+def definitions_in(module: object) -> list[SagaDefinition]:
+    """The `SagaDefinition`s a module has at its top level, each once."""
+    found: dict[int, SagaDefinition] = {}
+    for value in vars(module).values():
+        if isinstance(value, SagaDefinition):
+            found.setdefault(id(value), value)
+    return list(found.values())
+
+
+def load_sagas(modules: Sequence[str]) -> SagaRegistry:
+    """Import `modules` and register their definitions; `SagaModuleError` names what is wrong."""
+    definitions: list[SagaDefinition] = []
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except Exception as e:  # any import failure is the user's module to fix: say which
+            raise SagaModuleError(name, f"cannot be imported: {type(e).__name__}: {e}") from e
+        found = definitions_in(module)
+        if not found:
+            raise SagaModuleError(name, "defines no SagaDefinition at its top level")
+        definitions.extend(found)
+    try:
+        return SagaRegistry(definitions)
+    except DefinitionError as e:
+        raise SagaModuleError(", ".join(modules), str(e)) from e
