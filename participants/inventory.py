@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 
-from saga_app.participant import Participant, Records, Result, failure, success
+from saga_app import Participant, Records, Result, failure, success
 from topics import Command
 
 STOCK_PER_SKU = int(os.environ.get("SAGA_STOCK_PER_SKU", "1000"))

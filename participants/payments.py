@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 
-from saga_app.participant import Participant, Records, Result, failure, success
+from saga_app import Participant, Records, Result, failure, success
 from topics import Command
 
 CREDIT_LIMIT = float(os.environ.get("SAGA_CREDIT_LIMIT", "1000"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from saga_app.participant import Participant, Records, Result, failure, success
+from saga_app import Participant, Records, Result, failure, success
 from topics import Command
 
 POOL = int(os.environ.get("SAGA_RESOURCE_POOL", "1000"))

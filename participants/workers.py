@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from saga_app.participant import Participant, Records, Result, success
+from saga_app import Participant, Records, Result, success
 from topics import Command
 
 workers = Participant("workers")

@@ -1,7 +1,7 @@
-"""A durable saga orchestrator on Kafka: the public DSL and the pure engine.
+"""A durable saga orchestrator on Kafka: the public DSL, the participant API and the pure engine.
 
-Importing this package never imports Faust, so definitions, the engine and the test kit can be
-used (and tested) without a broker.
+Importing this package never imports Faust, so definitions, participants, the engine and the test
+kit can be used (and tested) without a broker.
 """
 
 from saga_app.definition import RetryPolicy, SagaDefinition, Step
@@ -11,8 +11,11 @@ from saga_app.errors import (
     DefinitionMismatch,
     InvalidEvent,
     SagaError,
+    SagaModuleError,
     UnknownSagaType,
 )
+from saga_app.participant import Participant, Records, Result, failure, retry, success
+from saga_app.registry import SagaRegistry, load_sagas
 from saga_app.state import HistoryEntry, SagaState, SagaStatus, StepState, StepStatus, Timer
 from saga_app.sweeper import DeadlineIndex
 
@@ -25,10 +28,15 @@ __all__ = [
     "IgnoredReason",
     "InvalidEvent",
     "OutgoingCommand",
+    "Participant",
+    "Records",
+    "Result",
     "RetryPolicy",
     "SagaDefinition",
     "SagaError",
     "SagaInput",
+    "SagaModuleError",
+    "SagaRegistry",
     "SagaState",
     "SagaStatus",
     "Step",
@@ -37,4 +45,8 @@ __all__ = [
     "Timer",
     "UnknownSagaType",
     "decide",
+    "failure",
+    "load_sagas",
+    "retry",
+    "success",
 ]
