@@ -18,8 +18,10 @@ from saga_app.participant import Participant, Records, Result, failure, retry, s
 from saga_app.registry import SagaRegistry, load_sagas
 from saga_app.state import HistoryEntry, SagaState, SagaStatus, StepState, StepStatus, Timer
 from saga_app.sweeper import DeadlineIndex
+from topics import Command
 
 __all__ = [
+    "Command",
     "DeadlineIndex",
     "Decision",
     "DefinitionError",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -60,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    if os.getcwd() not in sys.path:  # your modules are found from the folder you run in
+        sys.path.insert(0, os.getcwd())
     try:
         settings = Settings.from_env()
         if args.command == "worker":
