@@ -12,9 +12,14 @@ import uuid
 from collections.abc import Sequence
 
 import faust
+from aiokafka.errors import KafkaError
 
+from saga_app.errors import SagaError
 from saga_app.logs import configure_logging, stdlib_logging_config
 from saga_app.settings import Settings
+
+PREPARE_TIMEOUT = 30.0
+"""Seconds for creating and checking the topics once a broker has answered."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,21 +36,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     status.add_argument("--url", help="a worker's web address (default: this host's SAGA_WEB_PORT)")
     args = parser.parse_args(argv)
 
-    settings = Settings.from_env()
-    if args.command == "worker":
-        return run_worker(settings)
-    if args.command == "participants":
-        return run_participants(settings)
-    if args.command == "start":
+    try:
+        settings = Settings.from_env()
+    except ValueError as e:
+        print(f"saga: {e}", file=sys.stderr)
+        return 2
+    if args.command == "status":
+        return show_status(args.url or settings.web_url, args.saga_id)
+    try:
+        if args.command == "worker":
+            return run_worker(settings)
+        if args.command == "participants":
+            return run_participants(settings)
         return start_saga(settings, args.saga_type, args.payload, args.saga_id)
-    return show_status(args.url or settings.web_url, args.saga_id)
+    except (SagaError, KafkaError, TimeoutError) as e:
+        print(f"saga {args.command}: cannot start: {e or type(e).__name__}", file=sys.stderr)
+        return 1
+
+
+def prepare_cluster(settings: Settings) -> Settings:
+    """The preflight before Faust starts: connect and log in (failing fast and clearly on a
+    wrong password or an untrusted certificate), then create and check the topics.
+
+    Returns the settings with the replication factor the topics got.
+    """
+    from saga_app.connection import check_connection
+    from saga_app.topology import ensure_topics
+
+    async def prepare() -> Settings:
+        await check_connection(settings)
+        return await asyncio.wait_for(ensure_topics(settings), PREPARE_TIMEOUT)
+
+    return asyncio.run(prepare())
 
 
 def _run_faust(app: faust.App, settings: Settings) -> int:
-
-    from saga_app.topology import ensure_topics
-
-    asyncio.run(ensure_topics(settings))
     worker = faust.Worker(
         app,
         loglevel=settings.log_level.upper(),
@@ -60,6 +85,7 @@ def run_worker(settings: Settings) -> int:
     from saga_app.app import SagaWorker
 
     configure_logging(settings.log_level, settings.log_format)
+    settings = prepare_cluster(settings)
     return _run_faust(SagaWorker(settings).app, settings)
 
 
@@ -67,6 +93,7 @@ def run_participants(settings: Settings) -> int:
     from participants.app import ParticipantsWorker
 
     configure_logging(settings.log_level, settings.log_format)
+    settings = prepare_cluster(settings)
     return _run_faust(ParticipantsWorker(settings).app, settings)
 
 
@@ -84,6 +111,9 @@ def start_saga(settings: Settings, saga_type: str, payload: str, saga_id: str | 
     saga_id = saga_id or str(uuid.uuid4())
 
     async def send() -> None:
+        from saga_app.connection import check_connection
+
+        await check_connection(settings)
         async with SagaClient(settings) as client:
             await client.start(saga_type, data, saga_id=saga_id)
 

@@ -35,3 +35,24 @@ class DefinitionMismatch(SagaError):
 
 class InvalidEvent(SagaError):
     """Raised when `decide` gets an event it can never apply, e.g. a start without a saga_id."""
+
+
+class BrokerConnectionError(SagaError):
+    """Raised by the preflight check when the Kafka brokers cannot be used with these settings."""
+
+
+class AuthenticationFailed(BrokerConnectionError):
+    """Raised when a broker rejects the SASL login (wrong user, password or mechanism)."""
+
+
+class CertificateNotTrusted(BrokerConnectionError):
+    """Raised when a broker's TLS certificate is not signed by a CA we trust (SAGA_SSL_CAFILE)."""
+
+
+class BrokerUnreachable(BrokerConnectionError):
+    """Raised when no bootstrap server answered within the preflight deadline."""
+
+
+class ClusterMismatch(SagaError):
+    """Raised when the cluster does not fit the settings: an existing saga topic or changelog
+    with another partition count than SAGA_PARTITIONS, or fewer brokers than replicas."""
