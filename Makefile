@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 KAFKA_PORT ?= 9092
 NODES ?= 1
+SECURE ?=
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -29,8 +30,8 @@ kafka-fetch: venv ## Fetch the Apache Kafka jars from Maven Central (once)
 	$(PY) tools/local_kafka.py fetch
 
 .PHONY: kafka-up
-kafka-up: kafka-fetch ## Start a local Kafka on 127.0.0.1:$KAFKA_PORT (NODES=3 for three nodes)
-	$(PY) tools/local_kafka.py up --port $(KAFKA_PORT) --nodes $(NODES)
+kafka-up: kafka-fetch ## Start a local Kafka on 127.0.0.1:$KAFKA_PORT (NODES=3; SECURE=1: SASL_SSL)
+	$(PY) tools/local_kafka.py up --port $(KAFKA_PORT) --nodes $(NODES) $(if $(SECURE),--secure)
 
 .PHONY: kafka-down
 kafka-down: ## Stop the local Kafka started by kafka-up

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import faust
 import structlog
+from aiokafka.errors import KafkaError
 
-from saga_app.errors import SagaModuleError
+from saga_app.errors import SagaError, SagaModuleError
 from saga_app.logs import configure_logging, stdlib_logging_config
 from saga_app.registry import EXAMPLES as EXAMPLE_SAGAS
 from saga_app.registry import load_sagas
@@ -26,6 +27,9 @@ from topics.schemas import write_schemas
 
 EXAMPLE_PARTICIPANTS = "participants:EXAMPLES"
 log = structlog.get_logger("saga.cli")
+
+PREPARE_TIMEOUT = 30.0
+"""Seconds for creating and checking the topics once a broker has answered."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,6 +69,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, os.getcwd())
     try:
         settings = Settings.from_env()
+    except ValueError as e:
+        print(f"saga: {e}", file=sys.stderr)
+        return 2
+    if args.command == "status":
+        return show_status(args.url or settings.web_url, args.saga_id)
+    if args.command == "schema":
+        for path in write_schemas(args.out):
+            print(path)
+        return 0
+    try:
         if args.command == "worker":
             sagas = args.sagas if args.sagas is not None else settings.sagas
             return run_worker(settings, [m.strip() for m in sagas.split(",") if m.strip()])
@@ -72,21 +86,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_participants(settings, args.specs, simulate=args.simulate)
         if args.command == "participants":
             return run_participants(settings, [EXAMPLE_PARTICIPANTS], simulate=True)
-    except (SagaModuleError, ValueError) as e:
-        print(f"saga {args.command}: {e}", file=sys.stderr)
-        return 2
-    if args.command == "start":
         url = args.url or settings.web_url
         return start_saga(settings, url, args.saga_type, args.payload, args.saga_id)
-    if args.command == "schema":
-        for path in write_schemas(args.out):
-            print(path)
-        return 0
-    return show_status(args.url or settings.web_url, args.saga_id)
+    except SagaModuleError as e:
+        print(f"saga {args.command}: {e}", file=sys.stderr)
+        return 2
+    except (SagaError, KafkaError, TimeoutError) as e:
+        print(f"saga {args.command}: cannot start: {e or type(e).__name__}", file=sys.stderr)
+        return 1
 
 
-def _run_faust(app: faust.App, settings: Settings, topics: TopicPlan) -> int:
-    asyncio.run(ensure_topics(settings, topics))
+def prepare_cluster(settings: Settings, topics: TopicPlan) -> Settings:
+    """The preflight before Faust starts: connect and log in (failing fast and clearly on a
+    wrong password or an untrusted certificate), then create and check the topics.
+
+    Returns the settings with the replication factor the topics got.
+    """
+    from saga_app.connection import check_connection
+
+    async def prepare() -> Settings:
+        await check_connection(settings)
+        return await asyncio.wait_for(ensure_topics(settings, topics), PREPARE_TIMEOUT)
+
+    return asyncio.run(prepare())
+
+
+def _run_faust(app: faust.App, settings: Settings) -> int:
     worker = faust.Worker(
         app,
         loglevel=settings.log_level.upper(),
@@ -113,7 +138,8 @@ def run_worker(settings: Settings, modules: list[str]) -> int:
             sagas=loaded,
             note="no --sagas given: running the example sagas; --sagas mypkg.sagas runs yours",
         )
-    return _run_faust(SagaWorker(settings, sagas).app, settings, worker_topics(settings, sagas))
+    settings = prepare_cluster(settings, worker_topics(settings, sagas))
+    return _run_faust(SagaWorker(settings, sagas).app, settings)
 
 
 def run_participants(settings: Settings, specs: list[str], *, simulate: bool) -> int:
@@ -124,8 +150,9 @@ def run_participants(settings: Settings, specs: list[str], *, simulate: bool) ->
     participants = load_participants(specs)
     names = [p.name for p in participants]
     log.info("participants_loaded", specs=specs, participants=names, simulate=simulate)
+    settings = prepare_cluster(settings, participant_topics(settings, names))
     worker = ParticipantWorker(settings, participants, simulate=simulate or settings.simulate)
-    return _run_faust(worker.app, settings, participant_topics(settings, names))
+    return _run_faust(worker.app, settings)
 
 
 def loaded_definitions(base_url: str) -> list[dict[str, object]] | None:
@@ -171,6 +198,9 @@ def start_saga(
     saga_id = saga_id or str(uuid.uuid4())
 
     async def send() -> None:
+        from saga_app.connection import check_connection
+
+        await check_connection(settings)
         async with SagaClient(settings) as client:
             await client.start(saga_type, data, saga_id=saga_id)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from saga_app.connection import aiokafka_options
 from saga_app.settings import Settings
 from topics import AbortSaga, RetrySaga, StartSaga
 from topics.messages import Message
@@ -18,7 +19,7 @@ class SagaClient:
     def __init__(self, settings: Settings) -> None:
         self.catalog = settings.catalog
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5
+            **aiokafka_options(settings), acks="all", enable_idempotence=True, linger_ms=5
         )
 
     async def __aenter__(self) -> SagaClient:

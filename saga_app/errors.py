@@ -50,3 +50,24 @@ class SagaModuleError(SagaError):
         self.module = module
         self.problem = problem
         super().__init__(f"saga module {module}: {problem}")
+
+
+class BrokerConnectionError(SagaError):
+    """Raised by the preflight check when the Kafka brokers cannot be used with these settings."""
+
+
+class AuthenticationFailed(BrokerConnectionError):
+    """Raised when a broker rejects the SASL login (wrong user, password or mechanism)."""
+
+
+class CertificateNotTrusted(BrokerConnectionError):
+    """Raised when a broker's TLS certificate is not signed by a CA we trust (SAGA_SSL_CAFILE)."""
+
+
+class BrokerUnreachable(BrokerConnectionError):
+    """Raised when no bootstrap server answered within the preflight deadline."""
+
+
+class ClusterMismatch(SagaError):
+    """Raised when the cluster does not fit the settings: an existing saga topic or changelog
+    with another partition count than SAGA_PARTITIONS, or fewer brokers than replicas."""

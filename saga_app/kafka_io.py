@@ -8,13 +8,17 @@ saga's state, requests and replies share one partition and web routing finds its
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import faust
 import structlog
 from aiokafka.errors import KafkaError
+from faust.transport.drivers.aiokafka import Producer
+from faust.types.auth import CredentialsT
 
+from saga_app.connection import ssl_context
 from saga_app.settings import Settings
 from saga_app.state import SagaState
 from saga_app.web_errors import json_errors
@@ -22,25 +26,65 @@ from saga_app.web_errors import json_errors
 log = structlog.get_logger("saga.kafka")
 
 
+class _IdempotentProducer(Producer):
+    """Faust's aiokafka producer with idempotence on.
+
+    faust-streaming 0.15.3 turns `enable_idempotence` on only inside a transaction
+    (`Producer._settings_extra`), so a retried send could write a record twice.
+    """
+
+    logger = logging.getLogger(Producer.__module__)  # filtered like faust's own logs
+
+    def _settings_extra(self) -> Any:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
+class _SagaApp(faust.App):
+    logger = logging.getLogger(faust.App.__module__)
+
+    def _new_producer(self) -> Any:
+        return _IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
+
+
+def faust_credentials(settings: Settings) -> CredentialsT | None:
+    """`Settings` as Faust's `broker_credentials`; faust hands them to every aiokafka client.
+
+    SASL with a TLS context becomes SASL_SSL, without one SASL_PLAINTEXT (faust/auth.py).
+    """
+    context = ssl_context(settings)
+    if settings.security_protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password,
+            mechanism=settings.sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
 def make_faust_app(settings: Settings, role: str) -> faust.App:
     """A Faust app with the settings every saga process shares; `role` names its group.
 
     Static group membership (an instance id stable across restarts) lets a restarted worker take
     its partitions back at once, instead of the group waiting out the dead member's session.
+    `settings.replication_factor` should be the one `ensure_topics` resolved (0 counts as 1).
     """
-    return faust.App(
+    return _SagaApp(
         f"{settings.topic_prefix}{role}",
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(settings),
         store=settings.store,
         datadir=str(settings.worker_data_dir),
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=max(settings.replication_factor, 1),
         web_host=settings.web_host,
         web_port=settings.web_port,
         canonical_url=settings.web_url,
         web_tables_enabled=settings.web_tables,
         web_application_options={"middlewares": [json_errors]},
-        consumer_group_instance_id=f"{role}-{settings.web_host}-{settings.web_port}",
+        consumer_group_instance_id=f"{role}-{settings.worker_id}",
         broker_session_timeout=15.0,
         producer_acks=-1,
         producer_linger_ms=settings.producer_linger_ms,

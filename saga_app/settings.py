@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+import socket
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from topics.catalog import DEFAULT_PARTITIONS, TopicCatalog
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,37 @@ class Settings:
     """How long the producer waits to fill a batch. Keep 0: with faust-streaming 0.15.3 and
     aiokafka 0.14, table changelog records sent with a linger sat in the producer until more
     traffic came (seen 12 s and more), so the changelog lagged the local store."""
+    worker_id: str = ""
+    """This process's static group membership id (with its role in front); unique per process
+    and stable across its restarts. Default `<hostname>-<web_port>`."""
+    replication_factor: int = 0
+    """Replicas of every saga topic and changelog; 0 (default) means 3 when the cluster has at
+    least 3 brokers, else 1. Topics get `min.insync.replicas` = this - 1 (at least 1)."""
+    security_protocol: str = "PLAINTEXT"
+    """How clients talk to the brokers: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    sasl_mechanism: str = "PLAIN"
+    """With a SASL protocol: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."""
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
+    """Kept out of `repr`, so it never reaches a log line or a traceback."""
+    ssl_cafile: str = ""
+    """PEM file of the CA(s) that signed the brokers' certificates; default: the system's CAs."""
+    ssl_certfile: str = ""
+    """PEM client certificate, for brokers that authenticate clients by certificate (mTLS)."""
+    ssl_keyfile: str = ""
+    """PEM private key of `ssl_certfile`, unless that file holds it too."""
+
+    def __post_init__(self) -> None:
+        if not self.worker_id:
+            object.__setattr__(self, "worker_id", f"{socket.gethostname()}-{self.web_port}")
+        object.__setattr__(self, "security_protocol", self.security_protocol.upper())
+        object.__setattr__(self, "sasl_mechanism", self.sasl_mechanism.upper())
+        if self.replication_factor < 0:
+            raise ValueError(
+                f"SAGA_REPLICATION_FACTOR must be 0 (automatic) or more, "
+                f"got {self.replication_factor}"
+            )
+        _check_connection(self)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -70,6 +105,45 @@ class Settings:
         path = Path(self.data_dir) / f"worker-{self.web_port}"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def _check_connection(s: Settings) -> None:
+    """Refuse connection settings that cannot work, saying which variable to set."""
+    protocol, mechanism = s.security_protocol, s.sasl_mechanism
+    if protocol not in SECURITY_PROTOCOLS:
+        raise ValueError(
+            f"SAGA_SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)}, "
+            f"got {protocol!r}"
+        )
+    if mechanism not in SASL_MECHANISMS:
+        raise ValueError(
+            f"SAGA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}, got {mechanism!r}"
+        )
+    if protocol.startswith("SASL_"):
+        missing = [
+            f"SAGA_SASL_{name.upper()}"
+            for name, value in (("username", s.sasl_username), ("password", s.sasl_password))
+            if not value
+        ]
+        if missing:
+            raise ValueError(f"SAGA_SECURITY_PROTOCOL={protocol} needs {' and '.join(missing)}")
+    elif s.sasl_username or s.sasl_password:
+        raise ValueError(
+            "SAGA_SASL_USERNAME/SAGA_SASL_PASSWORD are set but SAGA_SECURITY_PROTOCOL is "
+            f"{protocol}: set it to SASL_SSL (or SASL_PLAINTEXT) to log in"
+        )
+    files = {"CAFILE": s.ssl_cafile, "CERTFILE": s.ssl_certfile, "KEYFILE": s.ssl_keyfile}
+    given = {name: path for name, path in files.items() if path}
+    if given and not protocol.endswith("SSL"):
+        raise ValueError(
+            f"SAGA_SSL_{next(iter(given))} is set but SAGA_SECURITY_PROTOCOL is {protocol}: "
+            "set it to SSL or SASL_SSL to use TLS"
+        )
+    for name, path in given.items():
+        if not Path(path).is_file():
+            raise ValueError(f"SAGA_SSL_{name}={path} is not a readable file")
+    if s.ssl_keyfile and not s.ssl_certfile:
+        raise ValueError("SAGA_SSL_KEYFILE is set without SAGA_SSL_CERTFILE: set both")
 
 
 def _convert(name: str, raw: str, kind: object) -> object:

@@ -12,15 +12,22 @@ participants its loaded sagas name; a participant process its command topics and
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from saga_app.connection import aiokafka_options
+from saga_app.errors import ClusterMismatch
 from saga_app.registry import SagaRegistry
 from saga_app.settings import Settings
 
 _TOPIC_ALREADY_EXISTS = 36
+
+log = structlog.get_logger("saga.topology")
 
 ORCHESTRATOR_APP = "saga-orchestrator"
 """The orchestrator workers' Faust app id (and consumer group), after the topic prefix."""
@@ -68,18 +75,41 @@ def participant_topics(settings: Settings, names: Iterable[str]) -> TopicPlan:
     )
 
 
-async def ensure_topics(
-    settings: Settings, plan: TopicPlan, replication_factor: int = 1
-) -> list[str]:
-    """Create the missing topics of `plan`; returns the ones this call created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+def replication_factor_for(settings: Settings, brokers: int) -> int:
+    """`SAGA_REPLICATION_FACTOR`, or by default 3 on a cluster of 3 or more brokers, else 1."""
+    if settings.replication_factor:
+        return settings.replication_factor
+    return 3 if brokers >= 3 else 1
+
+
+def min_insync_replicas(replication_factor: int) -> int:
+    """One replica may be down and writes with acks=all still succeed."""
+    return max(replication_factor - 1, 1)
+
+
+async def ensure_topics(settings: Settings, plan: TopicPlan) -> Settings:
+    """Create the missing topics of `plan` and check the existing ones; returns the settings with
+    the replication factor used, for the Faust app (the topics it creates itself get it too).
+
+    Raises `ClusterMismatch` when a topic has another partition count than `SAGA_PARTITIONS`: its
+    keys would hash to other partitions than the saga table's, so sagas would go astray.
+    """
+    admin = AIOKafkaAdminClient(**aiokafka_options(settings))
     await admin.start()
     try:
-        compacted = {"cleanup.policy": "compact"}
+        brokers = len((await admin.describe_cluster())["brokers"])
+        replicas = replication_factor_for(settings, brokers)
+        if replicas > brokers:
+            raise ClusterMismatch(
+                f"SAGA_REPLICATION_FACTOR={replicas} but the cluster has {brokers} broker(s)"
+            )
+        plain = {"min.insync.replicas": str(min_insync_replicas(replicas))}
+        compacted = {**plain, "cleanup.policy": "compact"}
+        names = [*plan.topics, *plan.changelogs]
         response = await admin.create_topics(
-            [NewTopic(n, settings.partitions, replication_factor) for n in plan.topics]
+            [NewTopic(n, settings.partitions, replicas, topic_configs=plain) for n in plan.topics]
             + [
-                NewTopic(n, settings.partitions, replication_factor, topic_configs=compacted)
+                NewTopic(n, settings.partitions, replicas, topic_configs=compacted)
                 for n in plan.changelogs
             ]
         )
@@ -89,6 +119,31 @@ async def ensure_topics(
                 created.append(name)
             elif code != _TOPIC_ALREADY_EXISTS:
                 raise RuntimeError(f"cannot create topic {name}: error {code} {rest}")
-        return created
+        if created:
+            log.info("topics_created", count=len(created), replication_factor=replicas)
+        check_partitions(settings, await _partition_counts(admin, names))
+        return replace(settings, replication_factor=replicas)
     finally:
         await admin.close()
+
+
+def check_partitions(settings: Settings, counts: dict[str, int]) -> None:
+    """Raise `ClusterMismatch` naming the first topic whose partition count is not ours."""
+    for name, count in sorted(counts.items()):
+        if count != settings.partitions:
+            raise ClusterMismatch(
+                f"topic {name} has {count} partitions but SAGA_PARTITIONS is "
+                f"{settings.partitions}: set SAGA_PARTITIONS={count}, or use another "
+                f"SAGA_TOPIC_PREFIX (the partition count of existing sagas cannot change)"
+            )
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Partitions of each topic, asked until every topic shows up in the metadata."""
+    deadline = time.monotonic() + 30
+    while True:
+        topics = await admin.describe_topics(names)
+        counts = {t["topic"]: len(t["partitions"]) for t in topics if t["error_code"] == 0}
+        if len(counts) == len(names) or time.monotonic() > deadline:
+            return counts
+        await asyncio.sleep(0.1)  # a topic just created can miss from metadata for a moment

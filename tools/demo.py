@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from saga_app.client import SagaClient  # noqa: E402
+from saga_app.connection import aiokafka_options  # noqa: E402
 from saga_app.registry import EXAMPLES, load_sagas  # noqa: E402
 from saga_app.settings import Settings  # noqa: E402
 from saga_app.topology import ensure_topics, worker_topics  # noqa: E402
@@ -145,7 +146,7 @@ async def run_batch(
     wanted = {saga_id: saga_type for saga_id, saga_type, _ in sagas}
     consumer = AIOKafkaConsumer(
         settings.catalog.events,
-        bootstrap_servers=settings.bootstrap_servers,
+        **aiokafka_options(settings),
         auto_offset_reset="latest",
         group_id=None,
     )
@@ -225,7 +226,7 @@ def main() -> int:
     workdir = REPO / ".cache" / "demo"
     if started_kafka:  # a fresh cluster: local stores of an earlier one would be stale
         shutil.rmtree(workdir / "data", ignore_errors=True)
-    env = {"SAGA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+    env = kafka.client_env()  # with `make kafka-up SECURE=1` running: SASL_SSL settings too
     settings = Settings.from_env(env)
     asyncio.run(ensure_topics(settings, worker_topics(settings, load_sagas([EXAMPLES]))))
     worker = Service("worker", env, workdir, port=6066 if port_is_free(6066) else None)

@@ -8,7 +8,7 @@ one-time fetch); readiness is checked with aiokafka, which is imported only when
 
 Command line (run it with any Python that has aiokafka, e.g. the project's ``.venv``)::
 
-    python tools/local_kafka.py up     [--port N] [--nodes 1|3] [--state-dir DIR]
+    python tools/local_kafka.py up     [--port N] [--nodes 1|3] [--state-dir DIR] [--secure]
     python tools/local_kafka.py status [--port N] [--state-dir DIR]  # exit 0 when all nodes run
     python tools/local_kafka.py down   [--port N] [--state-dir DIR]
     python tools/local_kafka.py fetch                                 # only fetch the jars
@@ -18,6 +18,9 @@ Command line (run it with any Python that has aiokafka, e.g. the project's ``.ve
 controller on ``port + 2*i + 1``: one node uses port and port+1, three nodes use port..port+5.
 The state dir (default ``<repo>/.cache/kafka/run-<port>``) holds ``cluster.json`` and one folder per
 node with ``server.properties``, ``data/``, ``kafka.log`` and ``kafka.pid``.
+
+``up --secure`` serves clients over SASL_SSL instead of PLAINTEXT (SCRAM users, a local CA and
+broker certificate: see ``kafka_security.py``) and prints the ``SAGA_*`` variables a client needs.
 
 ``up`` formats fresh data and starts the node(s) detached (own session: Ctrl-C of ``make`` does not
 reach them), then waits until a client sees every node in the cluster metadata. It does nothing when
@@ -31,6 +34,8 @@ Library use::
         use(kafka.bootstrap_servers)                              # "127.0.0.1:PORT"
         kafka.stop(); kafka.start()                               # restart, data kept
         kafka.kill_node(1); kafka.start_node(1)                   # crash / recover one node
+        kafka.client_options()   # aiokafka keyword arguments ({} unless secure=True)
+        kafka.client_env()       # SAGA_BOOTSTRAP_SERVERS and, if secure, the SAGA_SASL_*/SSL_*
 """
 
 from __future__ import annotations
@@ -58,6 +63,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
+
+if __package__:  # imported as tools.local_kafka (the demo)
+    from tools import kafka_security
+else:  # run as a script, or imported as local_kafka with tools/ on sys.path (the tests)
+    import kafka_security
 
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_DIR = REPO / "tools" / "kafka"
@@ -333,6 +343,7 @@ class LocalKafka:
         overrides: Mapping[str, object] | None = None,
         ready_timeout: float = READY_TIMEOUT,
         verbose: bool = True,
+        secure: bool | None = None,
     ) -> None:
         saved = self._read_state(Path(state_dir)) if state_dir is not None else {}
         if port is None:
@@ -344,6 +355,7 @@ class LocalKafka:
         self.nodes = int(nodes or saved.get("nodes") or 1)
         if self.nodes not in (1, 3):
             raise KafkaToolError(f"nodes must be 1 or 3, not {self.nodes}")
+        self.secure = bool(saved.get("secure", False) if secure is None else secure)
         self.heap = heap
         self.overrides = dict(overrides or {})  # extra server.properties, e.g. faster failover
         self.ready_timeout = ready_timeout
@@ -361,6 +373,22 @@ class LocalKafka:
     def bootstrap_servers(self) -> str:
         """``127.0.0.1:PORT[,127.0.0.1:PORT+2,...]`` for Kafka clients."""
         return ",".join(f"{HOST}:{node.port}" for node in self.node_list)
+
+    @property
+    def security(self) -> kafka_security.SecureSetup | None:
+        """The CA file and logins of a secure broker (made by ``up``); None for plaintext."""
+        return kafka_security.SecureSetup.load(self.state_dir) if self.secure else None
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments an aiokafka client needs besides bootstrap_servers."""
+        security = self.security
+        return security.client_options() if security else {}
+
+    def client_env(self) -> dict[str, str]:
+        """The ``SAGA_*`` connection variables for saga processes using this broker."""
+        security = self.security
+        extra = security.client_env() if security else {}
+        return {"SAGA_BOOTSTRAP_SERVERS": self.bootstrap_servers, **extra}
 
     def node(self, node_id: int) -> Node:
         """The node with this (1-based) node id."""
@@ -394,13 +422,16 @@ class LocalKafka:
         Returns False (and does nothing) when this broker is already running.
         """
         with self._lock():
-            saved_nodes = int(self._read_state(self.state_dir).get("nodes", self.nodes))
-            if saved_nodes != self.nodes:
+            saved = self._read_state(self.state_dir)
+            saved_nodes = int(saved.get("nodes", self.nodes))
+            saved_secure = bool(saved.get("secure", self.secure))
+            if (saved_nodes, saved_secure) != (self.nodes, self.secure):
                 previous = LocalKafka(self.port, saved_nodes, self.state_dir, verbose=False)
                 if previous.running_nodes():
+                    kind = "secure " if saved_secure else ""
                     raise KafkaToolError(
-                        f"a {saved_nodes}-node Kafka from {_show(self.state_dir)} is running; "
-                        f"run `down` first to start {self.nodes} node(s)"
+                        f"a {saved_nodes}-node {kind}Kafka from {_show(self.state_dir)} is "
+                        f"running; run `down` first to start another kind"
                     )
             running = self.running_nodes()
             if len(running) == self.nodes:
@@ -545,15 +576,20 @@ class LocalKafka:
     def _server_properties(self, node: Node) -> str:
         replicas, min_isr = (1, 1) if self.nodes == 1 else (3, 2)
         voters = ",".join(f"{n.node_id}@{HOST}:{n.controller_port}" for n in self.node_list)
+        # Clients and the other brokers use one listener (PLAINTEXT, or SASL_SSL when secure);
+        # the controller listener stays plaintext on loopback.
+        security = self.security
+        name = kafka_security.LISTENER if security else "PLAINTEXT"
         settings = {
             "process.roles": "broker,controller",
             "node.id": node.node_id,
             "controller.quorum.voters": voters,
-            "listeners": f"PLAINTEXT://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{HOST}:{node.port}",
+            "listeners": f"{name}://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
+            "advertised.listeners": f"{name}://{HOST}:{node.port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name": name,
+            "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{name}:{name}",
+            **(security.server_properties() if security else {}),
             "log.dirs": node.data,
             # Internal topics fit the cluster size; on one node the defaults (3 replicas, min ISR 2)
             # would make a transactional producer hang in InitProducerId.
@@ -582,6 +618,11 @@ class LocalKafka:
         for old in self.state_dir.glob("node-*"):  # left from an earlier run with more nodes
             if old not in ours:
                 shutil.rmtree(old, ignore_errors=True)
+        scram: list[str] = []
+        if self.secure:
+            security = kafka_security.create(self.state_dir / "tls")
+            security.save(self.state_dir)
+            scram = security.scram_arguments()
         for node in self.node_list:
             shutil.rmtree(node.data, ignore_errors=True)
             node.dir.mkdir(parents=True, exist_ok=True)
@@ -592,7 +633,7 @@ class LocalKafka:
                     java, "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
                     f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", f"{lib}/*",
                     "kafka.tools.StorageTool", "format",
-                    "-t", cluster_id, "-c", str(node.properties),
+                    "-t", cluster_id, "-c", str(node.properties), *scram,
                 ],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             ))
@@ -607,6 +648,7 @@ class LocalKafka:
         state = {
             "port": self.port,
             "nodes": self.nodes,
+            "secure": self.secure,
             "cluster_id": cluster_id,
             "kafka_version": kafka_version(),
             "bootstrap_servers": self.bootstrap_servers,
@@ -677,7 +719,9 @@ class LocalKafka:
                     )
                 if all(_listening(n.port) for n in nodes):
                     admin = AIOKafkaAdminClient(
-                        bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000
+                        bootstrap_servers=self.bootstrap_servers,
+                        request_timeout_ms=5000,
+                        **self.client_options(),
                     )
                     try:
                         await asyncio.wait_for(admin.start(), min(remaining, 10))
@@ -796,6 +840,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--state-dir", type=Path, default=None, help="default <repo>/.cache/kafka/run-<port>"
     )
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="up: serve clients over SASL_SSL (SCRAM users, a local CA) and print the SAGA_* "
+        "variables a client needs",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "fetch":
@@ -806,9 +856,13 @@ def main(argv: list[str] | None = None) -> int:
             print(free_port(args.nodes or 1))
             return 0
         nodes = (args.nodes or 1) if args.command == "up" else args.nodes
-        kafka = LocalKafka(args.port, nodes, args.state_dir)
+        secure = args.secure if args.command == "up" else None
+        kafka = LocalKafka(args.port, nodes, args.state_dir, secure=secure)
         if args.command == "up":
             kafka.up()
+            if kafka.secure:
+                print("a client needs (the password is also in secure.json of the state dir):")
+                print("\n".join(f"export {k}={v}" for k, v in kafka.client_env().items()))
             if os.environ.get("MAKELEVEL"):  # run by make
                 print(f"stop it with: make kafka-down KAFKA_PORT={kafka.port}")
             else:

@@ -29,11 +29,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-def _start_local_kafka(state_dir: Path, nodes: int = 1) -> local_kafka.LocalKafka:
+def _start_local_kafka(
+    state_dir: Path, nodes: int = 1, secure: bool = False
+) -> local_kafka.LocalKafka:
     """Up a LocalKafka on free ports (retrying if another process takes them first)."""
     for attempt in range(3):
         kafka = local_kafka.LocalKafka(
-            local_kafka.free_port(nodes), nodes, state_dir / f"kafka-{attempt}"
+            local_kafka.free_port(nodes), nodes, state_dir / f"kafka-{attempt}", secure=secure
         )
         atexit.register(kafka.down)  # for exits that skip fixture teardown
         try:
@@ -71,17 +73,29 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         kafka.down()
 
 
+@pytest.fixture(scope="module")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_kafka.LocalKafka]:
+    """A private single-node broker serving SASL_SSL (SCRAM, a local CA), shared by a module."""
+    _sigterm_unwinds()
+    kafka = _start_local_kafka(tmp_path_factory.mktemp("secure-kafka"), secure=True)
+    try:
+        yield kafka
+    finally:
+        kafka.down()
+
+
 @pytest.fixture
 def kafka_factory(tmp_path: Path) -> Iterator[Callable[..., local_kafka.LocalKafka]]:
     """Start extra, private clusters: ``kafka_factory(nodes=1)`` -> a running LocalKafka.
 
     For tests that stop, restart or kill brokers without disturbing the session's broker;
-    every cluster made here is taken down when the test ends.
+    every cluster made here is taken down when the test ends. ``secure=True`` serves SASL_SSL
+    (its ``client_env()`` / ``client_options()`` hold what clients need).
     """
     made: list[local_kafka.LocalKafka] = []
 
-    def make(nodes: int = 1) -> local_kafka.LocalKafka:
-        kafka = _start_local_kafka(tmp_path / f"cluster-{len(made)}", nodes)
+    def make(nodes: int = 1, secure: bool = False) -> local_kafka.LocalKafka:
+        kafka = _start_local_kafka(tmp_path / f"cluster-{len(made)}", nodes, secure)
         made.append(kafka)
         return kafka
 

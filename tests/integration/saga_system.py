@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from services import Service, http_json
 
 from saga_app.client import SagaClient
+from saga_app.connection import aiokafka_options
 from saga_app.registry import EXAMPLES, load_sagas
 from saga_app.settings import Settings
 from saga_app.topology import ensure_topics, worker_topics
@@ -26,12 +27,21 @@ class SagaSystem:
     """Workers and participants under one topic prefix, so tests never see each other's sagas."""
 
     def __init__(
-        self, bootstrap: str, workdir: Path, prefix: str, partitions: int = 4, workers: int = 1
+        self,
+        bootstrap: str,
+        workdir: Path,
+        prefix: str,
+        partitions: int = 4,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """`env` adds `SAGA_*` variables for every process and client, e.g. a secure broker's
+        `LocalKafka.client_env()`."""
         self.env = {
             "SAGA_BOOTSTRAP_SERVERS": bootstrap,
             "SAGA_TOPIC_PREFIX": prefix,
             "SAGA_PARTITIONS": str(partitions),
+            **(env or {}),
         }
         self.settings = Settings.from_env(self.env)
         self.catalog = self.settings.catalog
@@ -80,7 +90,7 @@ class SagaSystem:
         """Produce raw values (possibly garbage) to a topic, acknowledged by the broker."""
 
         async def send() -> None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers)
+            producer = AIOKafkaProducer(**aiokafka_options(self.settings))
             await producer.start()
             try:
                 for value in values:
@@ -94,7 +104,7 @@ class SagaSystem:
         """Create a topic up front: an auto-created one stalls its first producer for seconds."""
 
         async def create() -> None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers)
+            admin = AIOKafkaAdminClient(**aiokafka_options(self.settings))
             await admin.start()
             try:
                 await admin.create_topics([NewTopic(name, partitions, 1)])
@@ -148,7 +158,7 @@ class SagaSystem:
             # fetch metadata for the topic, so no partition is silently left out.
             consumer = AIOKafkaConsumer(
                 topic,
-                bootstrap_servers=self.settings.bootstrap_servers,
+                **aiokafka_options(self.settings),
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
             )
