@@ -15,6 +15,7 @@ import faust
 
 from saga_app.logs import configure_logging, stdlib_logging_config
 from saga_app.settings import Settings
+from saga_app.web_auth import bearer_header, token_from_env
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_participants(settings)
     if args.command == "start":
         return start_saga(settings, args.saga_type, args.payload, args.saga_id)
-    return show_status(args.url or settings.web_url, args.saga_id)
+    return show_status(args.url or settings.web_url, args.saga_id, token_from_env("GET"))
 
 
 def _run_faust(app: faust.App, settings: Settings) -> int:
@@ -92,14 +93,18 @@ def start_saga(settings: Settings, saga_type: str, payload: str, saga_id: str | 
     return 0
 
 
-def show_status(base_url: str, saga_id: str) -> int:
+def show_status(base_url: str, saga_id: str, token: str = "") -> int:
+    """Print the saga; `token` (from SAGA_WEB_READ_TOKEN or SAGA_WEB_TOKEN) goes as a bearer."""
     url = f"{base_url.rstrip('/')}/sagas/{saga_id}"
+    request = urllib.request.Request(url, headers=bearer_header(token))
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             print(json.dumps(json.loads(response.read()), indent=2))
             return 0
     except urllib.error.HTTPError as e:
         print(f"{e.code}: {e.read().decode(errors='replace')}", file=sys.stderr)
+        if e.code == 401:
+            print("set SAGA_WEB_READ_TOKEN or SAGA_WEB_TOKEN to the worker's token", file=sys.stderr)
     except urllib.error.URLError as e:
         print(
             f"cannot reach the worker at {base_url} ({e.reason}); is `saga worker` running?",

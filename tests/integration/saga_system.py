@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,14 +26,27 @@ class SagaSystem:
     """Workers and participants under one topic prefix, so tests never see each other's sagas."""
 
     def __init__(
-        self, bootstrap: str, workdir: Path, prefix: str, partitions: int = 4, workers: int = 1
+        self,
+        bootstrap: str,
+        workdir: Path,
+        prefix: str,
+        partitions: int = 4,
+        workers: int = 1,
+        web_token: str | None = None,
+        web_read_token: str | None = None,
     ) -> None:
+        """`web_token`/`web_read_token` set the workers' SAGA_WEB_TOKEN/SAGA_WEB_READ_TOKEN
+        (None: whatever this process's environment says, like the other SAGA_* variables)."""
         self.env = {
             "SAGA_BOOTSTRAP_SERVERS": bootstrap,
             "SAGA_TOPIC_PREFIX": prefix,
             "SAGA_PARTITIONS": str(partitions),
         }
-        self.settings = Settings.from_env(self.env)
+        if web_token is not None:
+            self.env["SAGA_WEB_TOKEN"] = web_token
+        if web_read_token is not None:
+            self.env["SAGA_WEB_READ_TOKEN"] = web_read_token
+        self.settings = Settings.from_env({**os.environ, **self.env})
         self.catalog = self.settings.catalog
         self.workdir = workdir
         self.participants = Service("participants", self.env, workdir)
@@ -53,8 +67,28 @@ class SagaSystem:
             service.stop()
 
     @property
+    def read_token(self) -> str:
+        """The token the workers accept for reads ("" when reads are open)."""
+        return self.settings.web_read_token or self.settings.web_token
+
+    @property
+    def write_token(self) -> str:
+        return self.settings.web_token
+
+    @property
     def url(self) -> str:
         return self.workers[0].url
+
+    def wait_until_workers_share_partitions(self, timeout: float = 60) -> list[set[int]]:
+        """Workers started together rebalance; wait until each holds part of the partitions."""
+        deadline = time.monotonic() + timeout
+        owned: list[Any] = []
+        while time.monotonic() < deadline:
+            owned = [http_json("GET", f"{w.url}/health")[1] for w in self.workers]
+            if all(isinstance(o, dict) and o.get("partitions") for o in owned):
+                return [set(o["partitions"]) for o in owned]
+            time.sleep(0.2)  # polling interval
+        raise AssertionError(f"workers did not split the partitions: {owned}")
 
     # --- driving sagas -------------------------------------------------------------------------
 
@@ -103,7 +137,9 @@ class SagaSystem:
     # --- observing -----------------------------------------------------------------------------
 
     def get(self, saga_id: str, worker: int = 0) -> dict[str, Any] | None:
-        status, body = http_json("GET", f"{self.workers[worker].url}/sagas/{saga_id}")
+        status, body = http_json(
+            "GET", f"{self.workers[worker].url}/sagas/{saga_id}", token=self.read_token
+        )
         if status == 404:
             return None
         assert status == 200, f"GET /sagas/{saga_id}: {status} {body}"
