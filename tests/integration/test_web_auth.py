@@ -4,6 +4,9 @@ other worker or fanned out to both; probes and the dashboard page stay open."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -184,3 +187,32 @@ def test_lists_and_counts_span_both_workers_with_the_token(
         assert stats["by_status"]["completed"] >= len(finished)
         local = http_json("GET", f"{worker.url}/sagas?local=1&limit=1000", token=READ_TOKEN)[1]
         assert 0 < len({s["saga_id"] for s in local} & set(finished)) < len(finished)
+
+
+def test_saga_status_sends_the_token_from_the_environment(
+    cluster: SagaSystem, finished: list[str]
+) -> None:
+    """`saga status` reads with SAGA_WEB_READ_TOKEN, and says which variable to set on a 401."""
+
+    def status(**env: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "saga_app.cli", "status", finished[1]]
+        command += ["--url", cluster.url]
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("SAGA_WEB_")}
+        return subprocess.run(
+            command, env={**clean, **env}, capture_output=True, text=True, timeout=60
+        )
+
+    refused = status()
+    assert refused.returncode == 1 and "401" in refused.stderr
+    assert "SAGA_WEB_READ_TOKEN" in refused.stderr
+    shown = status(SAGA_WEB_READ_TOKEN=READ_TOKEN)
+    assert shown.returncode == 0, shown.stderr
+    assert f'"saga_id": "{finished[1]}"' in shown.stdout
+
+
+def test_no_process_logs_a_token(cluster: SagaSystem) -> None:
+    """After all the refused and accepted requests above, no log line holds either token."""
+    for service in [*cluster.workers, cluster.participants]:
+        text = service.log_path.read_text(errors="replace")
+        assert "web_request_refused" in text or service is cluster.participants
+        assert WRITE_TOKEN not in text and READ_TOKEN not in text, service.name
