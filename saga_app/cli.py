@@ -104,7 +104,8 @@ def show_status(base_url: str, saga_id: str, token: str = "") -> int:
     except urllib.error.HTTPError as e:
         print(f"{e.code}: {e.read().decode(errors='replace')}", file=sys.stderr)
         if e.code == 401:
-            print("set SAGA_WEB_READ_TOKEN or SAGA_WEB_TOKEN to the worker's token", file=sys.stderr)
+            hint = "set SAGA_WEB_READ_TOKEN or SAGA_WEB_TOKEN to the worker's token"
+            print(hint, file=sys.stderr)
     except urllib.error.URLError as e:
         print(
             f"cannot reach the worker at {base_url} ({e.reason}); is `saga worker` running?",
