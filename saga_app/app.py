@@ -21,6 +21,7 @@ from saga_app.settings import Settings
 from saga_app.sweeper import PartitionProgress, sweep_watermark
 from saga_app.topology import ORCHESTRATOR_APP, SAGA_TABLE
 from saga_app.web import install_views
+from saga_app.web_auth import bearer_auth
 
 log = structlog.get_logger("saga.app")
 
@@ -34,7 +35,7 @@ class SagaWorker:
         self.settings = settings
         self.sagas = sagas
         self.catalog = settings.catalog
-        self.app = make_faust_app(settings, ORCHESTRATOR_APP)
+        self.app = make_faust_app(settings, ORCHESTRATOR_APP, [bearer_auth(settings)])
         self.table = self.app.Table(
             SAGA_TABLE,
             key_type=bytes,

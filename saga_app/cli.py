@@ -23,6 +23,7 @@ from saga_app.registry import EXAMPLES as EXAMPLE_SAGAS
 from saga_app.registry import load_sagas
 from saga_app.settings import Settings
 from saga_app.topology import TopicPlan, ensure_topics, participant_topics, worker_topics
+from saga_app.web_auth import bearer_header, token_from_env
 from topics.schemas import write_schemas
 
 EXAMPLE_PARTICIPANTS = "participants:EXAMPLES"
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"saga: {e}", file=sys.stderr)
         return 2
     if args.command == "status":
-        return show_status(args.url or settings.web_url, args.saga_id)
+        return show_status(args.url or settings.web_url, args.saga_id, token_from_env("GET"))
     if args.command == "schema":
         for path in write_schemas(args.out):
             print(path)
@@ -157,8 +158,10 @@ def run_participants(settings: Settings, specs: list[str], *, simulate: bool) ->
 
 def loaded_definitions(base_url: str) -> list[dict[str, object]] | None:
     """What the worker at `base_url` runs (`GET /definitions`), or None if it cannot be asked."""
+    url = f"{base_url.rstrip('/')}/definitions"
+    request = urllib.request.Request(url, headers=bearer_header(token_from_env("GET")))
     try:
-        with urllib.request.urlopen(f"{base_url.rstrip('/')}/definitions", timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             data = json.loads(response.read())
     except (OSError, ValueError):
         return None
@@ -209,14 +212,19 @@ def start_saga(
     return 0
 
 
-def show_status(base_url: str, saga_id: str) -> int:
+def show_status(base_url: str, saga_id: str, token: str = "") -> int:
+    """Print the saga; `token` (from SAGA_WEB_READ_TOKEN or SAGA_WEB_TOKEN) goes as a bearer."""
     url = f"{base_url.rstrip('/')}/sagas/{saga_id}"
+    request = urllib.request.Request(url, headers=bearer_header(token))
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             print(json.dumps(json.loads(response.read()), indent=2))
             return 0
     except urllib.error.HTTPError as e:
         print(f"{e.code}: {e.read().decode(errors='replace')}", file=sys.stderr)
+        if e.code == 401:
+            hint = "set SAGA_WEB_READ_TOKEN or SAGA_WEB_TOKEN to the worker's token"
+            print(hint, file=sys.stderr)
     except urllib.error.URLError as e:
         print(
             f"cannot reach the worker at {base_url} ({e.reason}); is `saga worker` running?",

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import faust
 import structlog
+from aiohttp.typedefs import Middleware
 from aiokafka.errors import KafkaError
 from faust.transport.drivers.aiokafka import Producer
 from faust.types.auth import CredentialsT
@@ -64,8 +65,13 @@ def faust_credentials(settings: Settings) -> CredentialsT | None:
     return None
 
 
-def make_faust_app(settings: Settings, role: str) -> faust.App:
+def make_faust_app(
+    settings: Settings, role: str, web_middlewares: Sequence[Middleware] = ()
+) -> faust.App:
     """A Faust app with the settings every saga process shares; `role` names its group.
+
+    `web_middlewares` run inside the one that answers errors in JSON (the orchestrator worker
+    passes its bearer-token check there; the participants app has none).
 
     Static group membership (an instance id stable across restarts) lets a restarted worker take
     its partitions back at once, instead of the group waiting out the dead member's session.
@@ -83,7 +89,7 @@ def make_faust_app(settings: Settings, role: str) -> faust.App:
         web_port=settings.web_port,
         canonical_url=settings.web_url,
         web_tables_enabled=settings.web_tables,
-        web_application_options={"middlewares": [json_errors]},
+        web_application_options={"middlewares": [json_errors, *web_middlewares]},
         consumer_group_instance_id=f"{role}-{settings.worker_id}",
         broker_session_timeout=15.0,
         producer_acks=-1,

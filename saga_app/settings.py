@@ -29,6 +29,12 @@ class Settings:
     """Port of this worker's web server; each worker on a host needs its own."""
     web_tables: bool = False
     """Serve Faust's raw `/table/...` pages too: they show stored bytes, not the typed views."""
+    web_token: str = field(default="", repr=False)
+    """When set, starting, aborting and re-driving sagas over HTTP needs `Authorization: Bearer`
+    with it (it opens the reads too). Empty: anyone who reaches the port may change sagas."""
+    web_read_token: str = field(default="", repr=False)
+    """When set, the reads (sagas, stats, definitions, metrics) need it or `web_token` as a
+    bearer token. `/health` and the dashboard page stay open either way (saga_app/web_auth.py)."""
     data_dir: str = "data"
     """Where this worker keeps its RocksDB table stores; each worker needs its own."""
     store: str = "rocksdb://"

@@ -4,7 +4,8 @@ Reads go where the data is. `GET /sagas/{id}` is routed to the worker owning the
 table's raw-bytes key, which are the same bytes the topics are keyed by. `GET /sagas` and
 `GET /stats` ask every worker for its own part and merge the answers. A 503 caused by a rebalance
 is retried for a while rather than shown. Writes never touch the table: they become messages on
-`saga.requests`, and the owning agent applies them.
+`saga.requests`, and the owning agent applies them. Who may call which view is decided in
+`saga_app/web_auth.py`, by a middleware in front of all of them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 
 from saga_app.listing import merge_stats, newest_first
 from saga_app.state import SagaStatus
+from saga_app.web_auth import peer_headers
 from topics import MAX_MESSAGE_BYTES, AbortSaga, RetrySaga, StartSaga
 
 if TYPE_CHECKING:
@@ -46,6 +48,10 @@ class BadRequest(Exception):
 
 class Unavailable(Exception):
     """A worker that should answer cannot right now (rebalancing, restarting)."""
+
+
+class PeerRefused(Exception):
+    """Another worker refused this worker's token: the workers are not configured alike."""
 
 
 async def read_json_object(view: View, request: Request) -> dict[str, Any]:
@@ -104,6 +110,7 @@ def install_views(worker: SagaWorker) -> None:
     listing = worker.orchestrator.listing
     publish = worker.orchestrator.publisher.publish
     own_url = str(app.conf.canonical_url).rstrip("/")
+    headers = peer_headers(worker.settings)
 
     def error(view: View, status: int, message: str) -> Response:
         return view.json({"error": message}, status=status)
@@ -116,7 +123,14 @@ def install_views(worker: SagaWorker) -> None:
     async def ask(url: str, path: str, params: dict[str, str]) -> Any:
         """GET a local-only view of another worker."""
         try:
-            async with app.http_client.get(f"{url}{path}", params=params) as response:
+            async with app.http_client.get(
+                f"{url}{path}", params=params, headers=headers
+            ) as response:
+                if response.status == 401:
+                    raise PeerRefused(
+                        f"{url} refused this worker's token: give every worker the same "
+                        "SAGA_WEB_TOKEN and SAGA_WEB_READ_TOKEN"
+                    )
                 if response.status != 200:
                     raise Unavailable(f"{url} answered {response.status}")
                 return await response.json()
@@ -173,6 +187,8 @@ def install_views(worker: SagaWorker) -> None:
                 parts = await from_every_worker("/stats", {}, listing.stats)
             except Unavailable as e:
                 return error(self, 503, f"cannot count sagas: {e}")
+            except PeerRefused as e:
+                return error(self, 502, f"cannot count sagas: {e}")
             return self.json(merge_stats(parts))
 
     @app.page("/sagas")
@@ -192,6 +208,8 @@ def install_views(worker: SagaWorker) -> None:
                 )
             except Unavailable as e:
                 return error(self, 503, f"cannot list sagas: {e}")
+            except PeerRefused as e:
+                return error(self, 502, f"cannot list sagas: {e}")
             merged = [summary for part in parts for summary in part]
             merged.sort(key=newest_first, reverse=True)
             return self.json(merged[:limit])
@@ -217,6 +235,8 @@ def install_views(worker: SagaWorker) -> None:
         async def get(self, request: Request, saga_id: str) -> Response:
             async def routed() -> Response:
                 try:
+                    # Faust's router forwards the caller's headers as they came, so the owner
+                    # sees the same `Authorization` this worker's middleware already accepted.
                     response: Response = await app.router.route_req(
                         worker.table.name, saga_id, self.web, request
                     )

@@ -244,6 +244,8 @@ def main() -> int:
         )
         print(summary(finished))
         print(f"\ndashboard: {worker.url}/   (a saga: saga status <saga_id> --url {worker.url})")
+        if settings.web_token or settings.web_read_token:
+            print("the worker has SAGA_WEB_TOKEN/SAGA_WEB_READ_TOKEN: the dashboard asks for it")
         print(f"logs: {worker.log_path} and {participants.log_path}")
         if args.keep_running:
             pids = " ".join(str(s.process.pid) for s in services if s.process)

@@ -18,6 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from saga_app.web_auth import bearer_header, token_from_env
+
 READY_TIMEOUT = 90.0
 
 
@@ -37,11 +39,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
-    """One HTTP request; returns the status and the decoded JSON body (or text if not JSON)."""
+def http_json(
+    method: str, url: str, body: Any = None, timeout: float = 10.0, token: str | None = None
+) -> tuple[int, Any]:
+    """One HTTP request; returns the status and the decoded JSON body (or text if not JSON).
+
+    It sends `token` as a bearer token; by default the one `SAGA_WEB_TOKEN` or
+    `SAGA_WEB_READ_TOKEN` gives for the method, and `token=""` sends none.
+    """
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Content-Type", "application/json")
+    for name, value in bearer_header(token_from_env(method) if token is None else token).items():
+        request.add_header(name, value)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status, raw = response.status, response.read()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,16 +35,23 @@ class SagaSystem:
         partitions: int = 4,
         workers: int = 1,
         env: dict[str, str] | None = None,
+        web_token: str | None = None,
+        web_read_token: str | None = None,
     ) -> None:
         """`env` adds `SAGA_*` variables for every process and client, e.g. a secure broker's
-        `LocalKafka.client_env()`."""
+        `LocalKafka.client_env()`. `web_token`/`web_read_token` set the workers'
+        SAGA_WEB_TOKEN/SAGA_WEB_READ_TOKEN (None: whatever this process's environment says)."""
         self.env = {
             "SAGA_BOOTSTRAP_SERVERS": bootstrap,
             "SAGA_TOPIC_PREFIX": prefix,
             "SAGA_PARTITIONS": str(partitions),
             **(env or {}),
         }
-        self.settings = Settings.from_env(self.env)
+        if web_token is not None:
+            self.env["SAGA_WEB_TOKEN"] = web_token
+        if web_read_token is not None:
+            self.env["SAGA_WEB_READ_TOKEN"] = web_read_token
+        self.settings = Settings.from_env({**os.environ, **self.env})
         self.catalog = self.settings.catalog
         self.workdir = workdir
         self.participants = Service("participants", self.env, workdir)
@@ -66,8 +74,28 @@ class SagaSystem:
             service.stop()
 
     @property
+    def read_token(self) -> str:
+        """The token the workers accept for reads ("" when reads are open)."""
+        return self.settings.web_read_token or self.settings.web_token
+
+    @property
+    def write_token(self) -> str:
+        return self.settings.web_token
+
+    @property
     def url(self) -> str:
         return self.workers[0].url
+
+    def wait_until_workers_share_partitions(self, timeout: float = 60) -> list[set[int]]:
+        """Workers started together rebalance; wait until each holds part of the partitions."""
+        deadline = time.monotonic() + timeout
+        owned: list[Any] = []
+        while time.monotonic() < deadline:
+            owned = [http_json("GET", f"{w.url}/health")[1] for w in self.workers]
+            if all(isinstance(o, dict) and o.get("partitions") for o in owned):
+                return [set(o["partitions"]) for o in owned]
+            time.sleep(0.2)  # polling interval
+        raise AssertionError(f"workers did not split the partitions: {owned}")
 
     # --- driving sagas -------------------------------------------------------------------------
 
@@ -116,7 +144,9 @@ class SagaSystem:
     # --- observing -----------------------------------------------------------------------------
 
     def get(self, saga_id: str, worker: int = 0) -> dict[str, Any] | None:
-        status, body = http_json("GET", f"{self.workers[worker].url}/sagas/{saga_id}")
+        status, body = http_json(
+            "GET", f"{self.workers[worker].url}/sagas/{saga_id}", token=self.read_token
+        )
         if status == 404:
             return None
         assert status == 200, f"GET /sagas/{saga_id}: {status} {body}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -27,21 +26,9 @@ def cluster(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
     workdir: Path = tmp_path_factory.mktemp("web")
     running = SagaSystem(kafka_bootstrap, workdir, f"w{uuid.uuid4().hex[:8]}.", workers=2)
     running.start()
-    wait_until_both_own_partitions(running)
+    running.wait_until_workers_share_partitions()
     yield running
     running.stop()
-
-
-def wait_until_both_own_partitions(system: SagaSystem, timeout: float = 60) -> None:
-    """Two workers started together rebalance; wait until each holds part of the partitions."""
-    deadline = time.monotonic() + timeout
-    owned: list[Any] = []
-    while time.monotonic() < deadline:
-        owned = [http_json("GET", f"{w.url}/health")[1] for w in system.workers]
-        if all(isinstance(o, dict) and o.get("partitions") for o in owned):
-            return
-        time.sleep(0.2)  # polling interval
-    raise AssertionError(f"workers did not split the partitions: {owned}")
 
 
 def post_saga(worker_url: str, saga_type: str, payload: dict[str, Any]) -> str:
