@@ -10,7 +10,6 @@ command being handled (FAUST.md, points 1 and 2).
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +23,7 @@ from pydantic import ValidationError
 from saga_app.errors import SagaModuleError
 from saga_app.kafka_io import FaustPublisher, make_faust_app, readiness
 from saga_app.participant import Participant, Records, reply_to
+from saga_app.registry import import_user_module
 from saga_app.settings import Settings
 from saga_app.topology import participant_group
 from topics import MAX_MESSAGE_BYTES, Command, DeadLetter
@@ -41,11 +41,7 @@ def load_participants(specs: Sequence[str]) -> list[Participant]:
         module_name, _, attribute = spec.partition(":")
         if not module_name or not attribute:
             raise SagaModuleError(spec, "expected module:attribute, e.g. mypkg.payments:payments")
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as e:  # the user's module to fix: say which and why
-            raise SagaModuleError(spec, f"cannot be imported: {type(e).__name__}: {e}") from e
-        value = getattr(module, attribute, None)
+        value = getattr(import_user_module(module_name, spec), attribute, None)
         values = list(value) if isinstance(value, list | tuple) else [value]
         participants = [v for v in values if isinstance(v, Participant)]
         if not values or len(participants) != len(values):

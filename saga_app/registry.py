@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Iterator, Sequence
+from types import ModuleType
 from typing import Any
 
 from saga_app.definition import SagaDefinition
@@ -82,15 +83,19 @@ def definitions_in(module: object) -> list[SagaDefinition]:
     return list(found.values())
 
 
+def import_user_module(name: str, given_as: str) -> ModuleType:
+    """Import a module named on the command line; any failure becomes one clear line."""
+    try:
+        return importlib.import_module(name)
+    except Exception as e:  # whatever the user's module raises is theirs to fix: say which
+        raise SagaModuleError(given_as, f"cannot be imported: {type(e).__name__}: {e}") from e
+
+
 def load_sagas(modules: Sequence[str]) -> SagaRegistry:
     """Import `modules` and register their definitions; `SagaModuleError` names what is wrong."""
     definitions: list[SagaDefinition] = []
     for name in modules:
-        try:
-            module = importlib.import_module(name)
-        except Exception as e:  # any import failure is the user's module to fix: say which
-            raise SagaModuleError(name, f"cannot be imported: {type(e).__name__}: {e}") from e
-        found = definitions_in(module)
+        found = definitions_in(import_user_module(name, name))
         if not found:
             raise SagaModuleError(name, "defines no SagaDefinition at its top level")
         definitions.extend(found)

@@ -4,12 +4,15 @@ through `saga.requests` and observed through the web view and the topics."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from services import http_json
 
@@ -267,3 +270,60 @@ def test_bad_messages_are_dead_lettered_and_others_still_complete(system: SagaSy
     assert "no_such_saga" in errors and "create_order" in errors  # names the known types
     assert f"unknown saga {stray['saga_id']!r}" in errors
     assert system.get(bad_id) is None
+
+
+def test_the_published_json_schemas_validate_what_the_processor_emits(
+    system: SagaSystem, tmp_path: Path
+) -> None:
+    """Every command, reply, event, request and dead letter of two sagas fits `saga schema`."""
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "saga_app.cli", "schema", "--out", str(tmp_path)], check=False
+        ).returncode
+        == 0
+    )
+    schemas = {
+        p.name.removesuffix(".schema.json"): json.loads(p.read_text()) for p in tmp_path.iterdir()
+    }
+    done = system.start_saga("create_order", order(), new_id("schema-ok"))
+    undone = system.start_saga(
+        "create_order", order({"charge_payment": "fail"}), new_id("schema-no")
+    )
+    for saga_id in (done, undone):
+        system.wait_for(saga_id)
+    ghost = new_id("schema-ghost")  # a reply for a saga that does not exist: a dead letter
+    system.produce(system.catalog.replies, ghost.encode(), [json.dumps({
+        "message_id": "m", "in_reply_to": "c", "saga_id": ghost, "step": "s",
+        "kind": "command", "attempt": 1, "outcome": "success"}).encode()])  # fmt: skip
+    letters = deadline_poll(lambda: [d for d in system.dead_letters() if ghost in d["value"]])
+
+    ours = {done.encode(), undone.encode()}
+    c = system.catalog
+    by_schema: dict[str, list[Any]] = {"dead_letter": letters}
+    for schema, topics in [
+        ("command", [c.commands(p) for p in ("orders", "inventory", "payments", "notifications")]),
+        ("reply", [c.replies]),
+        ("event", [c.events]),
+        ("request", [c.requests]),
+    ]:
+        for topic in topics:
+            values = [json.loads(v) for k, v in system.read_topic(topic) if k in ours and v]
+            by_schema.setdefault(schema, []).extend(values)
+    assert {len(v) > 0 for v in by_schema.values()} == {True}, {
+        k: len(v) for k, v in by_schema.items()
+    }
+    assert {m["kind"] for m in by_schema["command"]} == {"command", "compensation"}
+    for schema, messages in by_schema.items():
+        for message in messages:
+            jsonschema.validate(message, schemas[schema])
+    with pytest.raises(jsonschema.ValidationError):  # and the schemas do reject what is wrong
+        jsonschema.validate({**by_schema["reply"][0], "outcome": "maybe"}, schemas["reply"])
+
+
+def deadline_poll(find: Any, timeout: float = 30.0) -> list[Any]:
+    """Call `find` until it returns something; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not (found := find()):
+        assert time.monotonic() < deadline, "nothing found before the deadline"
+        time.sleep(0.2)  # polling interval
+    return list(found)
