@@ -178,8 +178,10 @@ def _timeout(
         t.compensate(f"deadline of {definition.deadline:g}s exceeded", event="deadline_exceeded")
         return t.finish()
     timer = state.timer
-    if timer is None or not timer.matches(
-        timeout.timer, timeout.step, timeout.kind, timeout.attempt
+    if (
+        timer is None
+        or state.status not in _RUNNING
+        or not timer.matches(timeout.timer, timeout.step, timeout.kind, timeout.attempt)
     ):
         return Decision(state, ignored="stale_timeout")
     t = _Transition(definition, state, now, reply_to)

@@ -151,8 +151,13 @@ class SagaState(BaseModel):
         raise KeyError(name)
 
     def awaits(self, step: str, kind: str, attempt: int) -> bool:
-        """Whether a reply to this attempt is what the saga is waiting for right now."""
-        return self.timer is not None and self.timer.matches("step", step, kind, attempt)
+        """Whether a reply to this attempt is what the saga is waiting for right now (a `failed`
+        saga waits for an operator, even one that keeps its timer while suspended)."""
+        return (
+            self.status in _WAITING_STATUSES
+            and self.timer is not None
+            and self.timer.matches("step", step, kind, attempt)
+        )
 
     def timers(self) -> list[SagaTimeout]:
         """The wake-ups this saga waits for, each with its `due_at` (what the sweeper tracks)."""

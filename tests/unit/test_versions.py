@@ -93,6 +93,10 @@ async def test_a_saga_whose_version_is_gone_fails_naming_it_then_resumes_on_retr
     assert deploy.store.states["old"].status == SagaStatus.FAILED  # v1 still missing: no change
 
     restored = deploy.worker(BOTH)
+    await deploy.reply(restored, pack, "success")  # the reply replayed after the redeploy
+    assert deploy.store.states["old"].status == SagaStatus.FAILED  # waits for the operator
+    await deploy.feed(restored, CATALOG.requests, "old", _timeout(pack))  # a replayed timer
+    assert deploy.store.states["old"].status == SagaStatus.FAILED
     await deploy.feed(restored, CATALOG.requests, "old", _retry("old"))
     resent = deploy.commands("packer")[-1]
     assert resent == pack  # the same attempt, same message id: the participant's store answers
@@ -122,3 +126,8 @@ def test_a_finished_saga_without_its_definition_is_left_alone() -> None:
 
 def _retry(saga_id: str) -> dict[str, Any]:
     return {"type": "retry", "saga_id": saga_id}
+
+
+def _timeout(command: dict[str, Any]) -> dict[str, Any]:
+    coordinates = {k: command[k] for k in ("saga_id", "step", "kind", "attempt")}
+    return {"type": "timeout", "timer": "step", "due_at": 0.0, **coordinates}
