@@ -65,10 +65,8 @@ def sagas(system: SagaSystem) -> dict[str, str]:
     return started
 
 
-@pytest.fixture(scope="module")
-def browser(sagas: dict[str, str]) -> Iterator[Browser]:
-    """Headless chromium. Playwright's sync API keeps an event loop running on this thread, so
-    `asyncio.run` (the system's start and `start_saga`) must be done before it starts."""
+def headless_chromium() -> Iterator[Browser]:
+    """Debian's chromium driven by Playwright, for a module's `browser` fixture."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
     expect.set_options(timeout=WAIT_MS)
@@ -76,6 +74,13 @@ def browser(sagas: dict[str, str]) -> Iterator[Browser]:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         yield launched
         launched.close()
+
+
+@pytest.fixture(scope="module")
+def browser(sagas: dict[str, str]) -> Iterator[Browser]:
+    """Headless chromium. Playwright's sync API keeps an event loop running on this thread, so
+    `asyncio.run` (the system's start and `start_saga`) must be done before it starts."""
+    yield from headless_chromium()
 
 
 @pytest.fixture

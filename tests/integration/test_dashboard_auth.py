@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.integration.saga_system import SagaSystem
-from tests.integration.test_dashboard import CHROMIUM, WAIT_MS
+from tests.integration.test_dashboard import headless_chromium
 
 WRITE_TOKEN = f"w-{uuid.uuid4().hex}"
 READ_TOKEN = f"r-{uuid.uuid4().hex}"
@@ -38,13 +38,7 @@ def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
 @pytest.fixture(scope="module")
 def browser(system: SagaSystem) -> Iterator[Browser]:
     """Headless chromium, started after the system (whose start runs its own event loop)."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
-    expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield launched
-        launched.close()
+    yield from headless_chromium()
 
 
 @pytest.fixture
