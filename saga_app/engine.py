@@ -56,8 +56,6 @@ from topics import (
 SagaInput = StartSaga | AbortSaga | RetrySaga | SagaTimeout | Reply
 """Everything the orchestrator feeds to `decide`."""
 
-_RUNNING = frozenset({SagaStatus.IN_PROGRESS, SagaStatus.COMPENSATING})
-
 IgnoredReason = Literal[
     "duplicate_start",  # a start for a saga_id that already exists
     "duplicate_reply",  # a reply that was already applied
@@ -177,11 +175,9 @@ def _timeout(
         t = _Transition(definition, state, now, reply_to)
         t.compensate(f"deadline of {definition.deadline:g}s exceeded", event="deadline_exceeded")
         return t.finish()
-    timer = state.timer
-    if (
-        timer is None
-        or state.status not in _RUNNING
-        or not timer.matches(timeout.timer, timeout.step, timeout.kind, timeout.attempt)
+    timer = state.active_timer
+    if timer is None or not timer.matches(
+        timeout.timer, timeout.step, timeout.kind, timeout.attempt
     ):
         return Decision(state, ignored="stale_timeout")
     t = _Transition(definition, state, now, reply_to)
@@ -221,7 +217,7 @@ def definition_missing(
     """Apply `event` to a saga whose definition version is not loaded (`loaded` are the ones that
     are): a running saga is failed with an error naming the missing version; anything else is
     ignored. Never mutates `state`."""
-    if state.status not in _RUNNING or isinstance(event, StartSaga):
+    if not state.running or isinstance(event, StartSaga):
         reason: IgnoredReason = (
             "duplicate_start" if isinstance(event, StartSaga) else "definition_missing"
         )
@@ -546,8 +542,8 @@ def outstanding_command(
     state was stored, but the command may have died in the producer's buffer with the worker.
     Participants dedupe on its message id, so a copy that did arrive costs nothing.
     """
-    timer = state.timer
-    if timer is None or timer.timer != "step" or state.status not in _RUNNING:
+    timer = state.active_timer
+    if timer is None or timer.timer != "step":
         return None
     index = definition.index_of(timer.step)
     if index is None:

@@ -150,19 +150,26 @@ class SagaState(BaseModel):
                 return step
         raise KeyError(name)
 
+    @property
+    def running(self) -> bool:
+        """In progress or compensating: the saga waits on its timer and on replies."""
+        return self.status in _WAITING_STATUSES
+
+    @property
+    def active_timer(self) -> Timer | None:
+        """The timer the saga waits on now: none unless it is running (a `failed` saga waits for
+        an operator, even one that keeps its timer while suspended for a missing version)."""
+        return self.timer if self.running else None
+
     def awaits(self, step: str, kind: str, attempt: int) -> bool:
-        """Whether a reply to this attempt is what the saga is waiting for right now (a `failed`
-        saga waits for an operator, even one that keeps its timer while suspended)."""
-        return (
-            self.status in _WAITING_STATUSES
-            and self.timer is not None
-            and self.timer.matches("step", step, kind, attempt)
-        )
+        """Whether a reply to this attempt is what the saga is waiting for right now."""
+        timer = self.active_timer
+        return timer is not None and timer.matches("step", step, kind, attempt)
 
     def timers(self) -> list[SagaTimeout]:
         """The wake-ups this saga waits for, each with its `due_at` (what the sweeper tracks)."""
         due: list[SagaTimeout] = []
-        if self.status not in _WAITING_STATUSES:
+        if not self.running:
             return due
         if self.timer is not None:
             due.append(
