@@ -24,6 +24,7 @@ from faust.web import Request, Response, View
 from faust.web.exceptions import ServiceUnavailable
 from pydantic import ValidationError
 
+from saga_app.errors import UnknownSagaType
 from saga_app.listing import merge_stats, newest_first
 from saga_app.state import SagaStatus
 from saga_app.web_auth import peer_headers
@@ -222,9 +223,10 @@ def install_views(worker: SagaWorker) -> None:
                 return error(self, e.status, str(e))
             except ValidationError as e:
                 return error(self, 400, describe_validation(e))
-            if start.saga_type not in worker.sagas.saga_types:
-                known = ", ".join(worker.sagas.saga_types)
-                return error(self, 400, f"unknown saga_type {start.saga_type!r}; known: {known}")
+            try:
+                worker.sagas.newest(start.saga_type)
+            except UnknownSagaType as e:
+                return error(self, 400, str(e))
             saga_id = start.saga_id or str(uuid.uuid4())
             start = start.model_copy(update={"saga_id": saga_id})
             await publish(catalog.requests, catalog.key(saga_id), start.model_dump_json().encode())
