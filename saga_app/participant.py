@@ -8,8 +8,7 @@
         return success(payment_id=command.saga_id)
 
 `saga participant mypkg.payments:payments` runs it (`saga_app.participant_app`). The runtime
-gives each command
-exactly-once *effect* on top of at-least-once delivery:
+gives each command exactly-once *effect* on top of at-least-once delivery:
 
 - a command whose message_id was already answered gets the stored reply again, with no second
   effect (Kafka redelivery, an orchestrator replay);

@@ -17,6 +17,7 @@ import pytest
 from services import http_json
 
 from tests.integration.saga_system import SagaSystem
+from tests.integration.test_web import order_payload
 
 WRITE_TOKEN = f"w-{uuid.uuid4().hex}"
 READ_TOKEN = f"r-{uuid.uuid4().hex}"
@@ -44,17 +45,6 @@ def cluster(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
         running.stop()
 
 
-def order(**simulate: str) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "customer_id": f"c-{uuid.uuid4().hex[:6]}",
-        "items": [{"sku": "auth-sku", "qty": 1}],
-        "amount": 5.0,
-    }
-    if simulate:
-        payload["simulate"] = simulate
-    return payload
-
-
 def start(url: str, token: str, payload: dict[str, Any], saga_id: str) -> tuple[int, Any]:
     body = {"saga_type": "create_order", "payload": payload, "saga_id": saga_id}
     return http_json("POST", f"{url}/sagas", body, token=token)
@@ -72,7 +62,7 @@ def finished(cluster: SagaSystem) -> list[str]:
     """Eight sagas started with the write token, alternately through both workers, all completed."""
     ids = [f"auth-{n}-{uuid.uuid4().hex[:8]}" for n in range(8)]
     for n, saga_id in enumerate(ids):
-        status, body = start(cluster.workers[n % 2].url, WRITE_TOKEN, order(), saga_id)
+        status, body = start(cluster.workers[n % 2].url, WRITE_TOKEN, order_payload(), saga_id)
         assert status == 202, body
     for saga_id in ids:
         assert cluster.wait_for(saga_id)["status"] == "completed"
@@ -90,11 +80,12 @@ def test_health_and_the_dashboard_page_need_no_token(cluster: SagaSystem) -> Non
 def test_a_refused_start_never_reaches_the_saga(cluster: SagaSystem) -> None:
     """Starts without the write token get 401 and change nothing; with it the saga runs."""
     saga_id = f"auth-start-{uuid.uuid4().hex[:8]}"
-    doomed = order(charge_payment="fail")  # would compensate, had any refused start got through
+    # would compensate, had any refused start got through
+    doomed = order_payload(charge_payment="fail")
     assert_refused(start(cluster.url, "", doomed, saga_id), "missing token")
     assert_refused(start(cluster.url, REFUSED["wrong token"], doomed, saga_id), "wrong token")
     assert_refused(start(cluster.url, READ_TOKEN, doomed, saga_id), "read token cannot")
-    status, body = start(cluster.workers[1].url, WRITE_TOKEN, order(), saga_id)
+    status, body = start(cluster.workers[1].url, WRITE_TOKEN, order_payload(), saga_id)
     assert (status, body) == (202, {"saga_id": saga_id})
     assert cluster.wait_for(saga_id)["status"] == "completed"
 
@@ -117,7 +108,8 @@ def test_a_refusal_says_bearer_in_its_challenge(cluster: SagaSystem) -> None:
 def test_abort_needs_the_write_token(cluster: SagaSystem) -> None:
     """Aborts without the write token get 401 and change nothing; the one with it compensates."""
     saga_id = f"auth-abort-{uuid.uuid4().hex[:8]}"
-    assert start(cluster.url, WRITE_TOKEN, order(reserve_stock="timeout"), saga_id)[0] == 202
+    hanging = order_payload(reserve_stock="timeout")
+    assert start(cluster.url, WRITE_TOKEN, hanging, saga_id)[0] == 202
     cluster.wait_for(saga_id, frozenset({"in_progress"}))
     for label, token in REFUSED.items():
         answer = http_json(
