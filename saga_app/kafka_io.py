@@ -20,6 +20,7 @@ from faust.transport.drivers.aiokafka import Producer
 from faust.types.auth import CredentialsT
 
 from saga_app.connection import ssl_context
+from saga_app.deliveries import DeliveryFailed, PendingDeliveries
 from saga_app.settings import Settings
 from saga_app.state import SagaState
 from saga_app.web_errors import json_errors
@@ -27,24 +28,54 @@ from saga_app.web_errors import json_errors
 log = structlog.get_logger("saga.kafka")
 
 
-class _IdempotentProducer(Producer):
-    """Faust's aiokafka producer with idempotence on.
+class _CommitSafeProducer(Producer):
+    """Faust's aiokafka producer, idempotent, whose flush waits for every delivery or raises.
 
     faust-streaming 0.15.3 turns `enable_idempotence` on only inside a transaction
-    (`Producer._settings_extra`), so a retried send could write a record twice.
+    (`Producer._settings_extra`), so a retried send could write a record twice. Faust commits
+    offsets right after `flush()`; here flush also settles `deliveries` (saga_app.deliveries),
+    and a delivery that failed for good crashes the worker instead of being committed past.
     """
 
     logger = logging.getLogger(Producer.__module__)  # filtered like faust's own logs
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deliveries = PendingDeliveries()
+
     def _settings_extra(self) -> Any:
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+    async def send(self, topic: str, *args: Any, **kwargs: Any) -> Any:
+        delivery = await super().send(topic, *args, **kwargs)
+        self.deliveries.track(delivery, f"a message to {topic}")
+        return delivery
+
+    async def flush(self) -> None:
+        await super().flush()
+        try:
+            await self.deliveries.settle()
+        except DeliveryFailed as e:
+            log.error("stopping_worker", reason=str(e), then="restart it: it replays the rest")
+            await self.app.crash(e)
+            raise
+
+
+class _ChangelogTrackedTable(faust.Table):  # type: ignore[type-arg]
+    """A table whose changelog records count as deliveries an offset commit waits for."""
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        record = super().send_changelog(*args, **kwargs)
+        producer: Any = self.app.producer  # a _CommitSafeProducer (`_SagaApp._new_producer`)
+        producer.deliveries.track(record, f"a changelog record of table {self.name}")
+        return record
 
 
 class _SagaApp(faust.App):
     logger = logging.getLogger(faust.App.__module__)
 
     def _new_producer(self) -> Any:
-        return _IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
+        return _CommitSafeProducer(self.transport, loop=self.loop, beacon=self.beacon)
 
 
 def faust_credentials(settings: Settings) -> CredentialsT | None:
@@ -97,6 +128,7 @@ def make_faust_app(
         consumer_auto_offset_reset="earliest",
         key_serializer="raw",
         value_serializer="raw",
+        Table=_ChangelogTrackedTable,
         autodiscover=False,
     )
 
@@ -143,7 +175,7 @@ class SagaRepository:
 
 
 class FaustPublisher:
-    """Publishes through the Faust producer and waits for the broker's acknowledgement.
+    """Publishes through the Faust producer.
 
     Messages go straight to the producer: through a faust topic, a message sent from an agent is
     attached to the current event and published only at commit, seconds later (FAUST.md, 5),
@@ -154,8 +186,6 @@ class FaustPublisher:
         self.app = app
         self.max_backoff = max_backoff
         self._topics: dict[str, Any] = {}
-        self.failures = 0
-        """Messages the broker never acknowledged; `/health` shows the count."""
 
     def _topic(self, name: str) -> Any:
         topic = self._topics.get(name)
@@ -167,17 +197,16 @@ class FaustPublisher:
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
         """Hand a message to the producer without waiting for the broker (the agent's hot path).
 
-        Safe because faust flushes the producer before it commits an offset: a record counts as
-        processed only once its outputs are written. A delivery that fails for good is logged
-        and counted; the saga's step timer then re-sends the command as a new attempt.
+        Safe because the producer's flush, which precedes every offset commit, waits until the
+        broker acknowledged it and stops the worker if it never does (`_CommitSafeProducer`).
         """
-        delivery = await self.app.producer.send(topic, key, value, None, None, None)
-        delivery.add_done_callback(lambda done: self._check(done, topic))
+        await self.app.producer.send(topic, key, value, None, None, None)
 
-    def _check(self, delivery: Any, topic: str) -> None:
-        if not delivery.cancelled() and delivery.exception() is not None:
-            self.failures += 1
-            log.error("delivery_failed", topic=topic, error=str(delivery.exception()))
+    @property
+    def failures(self) -> int:
+        """Messages the broker never acknowledged; `/health` shows the count."""
+        deliveries: PendingDeliveries = self.app.producer.deliveries
+        return deliveries.failures
 
     async def publish(self, topic: str, key: bytes, value: bytes) -> None:
         """Send and wait for the broker's acknowledgement (sweeper and web: off the hot path)."""

@@ -71,7 +71,7 @@ class Publisher(Protocol):
     """The producer, in two speeds."""
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
-        """Queue a message; it is written before the source record's offset is committed."""
+        """Queue a message; the source record's offset is committed only once it is written."""
 
     async def publish(self, topic: str, key: bytes, value: bytes) -> None:
         """Send a message and return once the broker has acknowledged it."""
@@ -83,8 +83,9 @@ class Orchestrator:
     Every failure of one record ends in a dead letter, never in an exception that would make Faust
     skip the record silently (FAUST.md, point 4).
 
-    Outputs are queued, not awaited: faust flushes the producer before it commits the record's
-    offset, so a crash before the flush replays the record. If the replayed record finds its
+    Outputs are queued, not awaited: the producer's flush before each offset commit waits until
+    the broker acknowledged them and the saga's changelog record (saga_app.deliveries), so a
+    crash before the commit replays the record. If the replayed record finds its
     effect already stored (the local store is written at once), the engine calls it a duplicate,
     and the saga's outstanding command is sent again under its same message id.
     """

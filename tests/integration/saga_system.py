@@ -13,6 +13,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from services import Service, http_json
 
 from saga_app.client import SagaClient
@@ -128,18 +129,33 @@ class SagaSystem:
 
         asyncio.run(send())
 
-    def create_topic(self, name: str, partitions: int = 1) -> None:
+    def create_topic(
+        self, name: str, partitions: int = 1, config: dict[str, str] | None = None
+    ) -> None:
         """Create a topic up front: an auto-created one stalls its first producer for seconds."""
 
         async def create() -> None:
             admin = AIOKafkaAdminClient(**aiokafka_options(self.settings))
             await admin.start()
             try:
-                await admin.create_topics([NewTopic(name, partitions, 1)])
+                await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config)])
             finally:
                 await admin.close()
 
         asyncio.run(create())
+
+    def configure_topic(self, name: str, config: dict[str, str]) -> None:
+        """Change a topic's configuration (e.g. lift a limit a test imposed)."""
+
+        async def alter() -> None:
+            admin = AIOKafkaAdminClient(**aiokafka_options(self.settings))
+            await admin.start()
+            try:
+                await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, config)])
+            finally:
+                await admin.close()
+
+        asyncio.run(alter())
 
     # --- observing -----------------------------------------------------------------------------
 
