@@ -11,14 +11,22 @@ from typing import Any
 
 import structlog
 from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from saga_app.kafka_io import FaustPublisher, SagaRepository, make_faust_app, readiness
+from saga_app.kafka_io import (
+    FaustPublisher,
+    SagaRepository,
+    highwater,
+    make_faust_app,
+    readiness,
+    takeover_offsets,
+)
 from saga_app.metrics import SagaMetrics
 from saga_app.orchestrator import Orchestrator, Record
 from saga_app.registry import SagaRegistry
 from saga_app.settings import Settings
-from saga_app.sweeper import PartitionProgress, sweep_watermark
+from saga_app.sweeper import PartitionProgress, partition_progress, sweep_watermark
 from saga_app.topology import ORCHESTRATOR_APP, SAGA_TABLE
 from saga_app.web import install_views
 from saga_app.web_auth import bearer_auth
@@ -59,7 +67,11 @@ class SagaWorker:
             value_type=bytes,
             partitions=settings.partitions,
         )
-        self._indexed_partitions: frozenset[int] | None = None
+        self._takeover: dict[TP, tuple[int, int]] | None = None
+        """Each owned input partition's (start, end) offsets when this worker took it over;
+        None until the sweeper has taken over the current assignment."""
+        self._rebalances = 0
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         self.app.agent(self.source, name="orchestrate", concurrency=1)(self._orchestrate)
         self.app.timer(settings.sweep_interval, name="sweep")(self._sweep)
         setup_prometheus_sensors(self.app, "/metrics", self.metrics.registry, "faust")
@@ -91,30 +103,38 @@ class SagaWorker:
         """Whether this worker holds its partitions with their state recovered, and if not, why."""
         return readiness(self.app)
 
-    def _progress(self, owned: frozenset[int]) -> list[PartitionProgress]:
-        """How recently the agent read each owned input partition, for `sweep_watermark`."""
-        now, clock = time.time(), time.monotonic()
-        since = self.orchestrator.owned_since
-        progress = []
-        for topic in (self.catalog.requests, self.catalog.replies):
-            for partition in owned:
-                seen = self.orchestrator.processed.get((topic, partition))
-                if seen is None:  # nothing read since the takeover
-                    progress.append(PartitionProgress(0.0, now - since.get(partition, now)))
-                else:
-                    progress.append(PartitionProgress(seen[0], clock - seen[1]))
-        return progress
+    async def _on_revoked(self, app: Any, revoked: set[TP], **signal: Any) -> None:
+        """A rebalance began (its records are processed by now): the next takeover starts over."""
+        self._rebalances += 1
+        self._takeover = None
+        self.orchestrator.forget_partitions({tp.partition for tp in revoked})
 
-    def _reindex(self, owned: frozenset[int]) -> None:
-        """Rebuild the in-memory indexes from the states of the partitions this worker now owns."""
+    async def _take_over(self) -> bool:
+        """Index the owned sagas and note where each input partition ends, once per rebalance.
+
+        Whatever this worker knew of these partitions may be stale: another worker may have
+        moved their sagas on in between, even when the same partitions come back.
+        """
+        rebalances, owned = self._rebalances, self.owned_partitions()
+        inputs = [TP(t, p) for t in (self.catalog.requests, self.catalog.replies) for p in owned]
+        offsets = await takeover_offsets(self.app, inputs)
+        if rebalances != self._rebalances:
+            return False  # another rebalance began meanwhile
         states = [s for s in self.repository.all() if self.catalog.partition_of(s.saga_id) in owned]
-        before, now = self._indexed_partitions or frozenset(), time.time()
-        since = self.orchestrator.owned_since
-        self.orchestrator.rebuild_indexes(
-            states, {p: since.get(p, now) if p in before else now for p in owned}
-        )
-        self._indexed_partitions = owned
-        log.info("indexes_rebuilt", partitions=sorted(owned), sagas=len(states))
+        self.orchestrator.rebuild_indexes(states, owned, now=time.time())
+        self._takeover = offsets
+        log.info("partitions_taken_over", partitions=sorted(owned), sagas=len(states))
+        return True
+
+    def _progress(self, takeover: dict[TP, tuple[int, int]]) -> list[PartitionProgress]:
+        """How far the agent has read each owned input partition, for `sweep_watermark`."""
+        processed = self.orchestrator.processed
+        return [
+            partition_progress(
+                processed.get((tp.topic, tp.partition)), start, max(end, highwater(self.app, tp))
+            )
+            for tp, (start, end) in takeover.items()
+        ]
 
     async def _sweep(self) -> None:
         """Send timeouts for overdue timers of owned sagas; never writes the table (FAUST.md 1)."""
@@ -122,14 +142,16 @@ class SagaWorker:
         if not ready:
             return
         started = time.monotonic()
-        owned = self.owned_partitions()
-        if owned != self._indexed_partitions:
-            self._reindex(owned)
-        watermark = sweep_watermark(time.time(), self._progress(owned))
+        if self._takeover is None and not await self._take_over():
+            return
+        takeover = self._takeover
+        assert takeover is not None
+        owned = {tp.partition for tp in takeover}
+        watermark = sweep_watermark(time.time(), self._progress(takeover))
         try:
             due = await self.orchestrator.sweep(watermark, owns=owned.__contains__)
         except Exception:  # the popped timers are lost: rebuild them from the states next time
             log.exception("sweep_failed")
-            self._indexed_partitions = None
+            self._takeover = None
             return
         self.metrics.swept(time.monotonic() - started, due)

@@ -17,6 +17,7 @@ import structlog
 from aiohttp.typedefs import Middleware
 from aiokafka.errors import KafkaError
 from faust.transport.drivers.aiokafka import Producer
+from faust.types import TP
 from faust.types.auth import CredentialsT
 
 from saga_app.connection import ssl_context
@@ -147,6 +148,27 @@ def readiness(app: faust.App) -> tuple[bool, str]:
     if not app.assignor.assigned_actives():
         return False, "no partitions assigned yet (or more workers than partitions)"
     return True, "ok"
+
+
+async def takeover_offsets(app: faust.App, partitions: list[TP]) -> dict[TP, tuple[int, int]]:
+    """Where the agent began reading each partition after a takeover, and where it ends now.
+
+    Faust seeks each partition to its committed offset once the tables are recovered; with
+    nothing committed yet, reading begins at the log's start.
+    """
+    consumer: Any = app.consumer
+    ends = await consumer.highwaters(*partitions)
+    earliest = await consumer.earliest_offsets(*partitions)
+    committed = consumer._committed_offset  # faust's record of the last commit (no public API)
+    return {tp: (committed.get(tp) or earliest[tp], ends[tp]) for tp in partitions}
+
+
+def highwater(app: faust.App, tp: TP) -> int:
+    """The partition's end offset as of the consumer's last fetch from it (0 if unknown)."""
+    try:
+        return app.consumer.highwater(tp) or 0
+    except Exception:  # not assigned any more: a rebalance began
+        return 0
 
 
 class SagaRepository:

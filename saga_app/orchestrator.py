@@ -7,9 +7,8 @@ agent in `saga_app.app` only feeds it records (STYLE.md: thin agents, a pure eng
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,9 +35,6 @@ from topics import (
 from topics.messages import AbortSaga, RetrySaga
 
 log = structlog.get_logger("saga.orchestrator")
-
-_MAYBE_REPLAYED = frozenset({"duplicate_start", "duplicate_reply"})
-"""What a record applied before a crash looks like when it is read again."""
 
 SagaInput = StartSaga | AbortSaga | RetrySaga | SagaTimeout | Reply
 
@@ -107,8 +103,9 @@ class Orchestrator:
         self.metrics = metrics
         self.deadlines = deadlines if deadlines is not None else DeadlineIndex()
         self.listing = listing if listing is not None else SagaListing()
-        self.processed: dict[tuple[str, int], tuple[float, float]] = {}
-        """(topic, partition) -> (timestamp of its last record, monotonic time it was processed)."""
+        self.processed: dict[tuple[str, int], tuple[int, float]] = {}
+        """(topic, partition) -> (offset, timestamp) of the last record processed there since
+        this worker took the partition over."""
         self.owned_since: dict[int, float] = {}
         """When this worker took each partition over: older records may be replays."""
 
@@ -121,7 +118,7 @@ class Orchestrator:
         except Exception as e:  # a bug must not stop every other saga on this partition
             log.exception("record_failed", topic=record.topic, offset=record.offset)
             await self.dead_letter(record, f"internal error: {type(e).__name__}: {e}")
-        self.processed[(record.topic, record.partition)] = (record.timestamp, time.monotonic())
+        self.processed[(record.topic, record.partition)] = (record.offset, record.timestamp)
 
     async def _handle(self, record: Record) -> None:
         message = self._parse(record)
@@ -151,8 +148,8 @@ class Orchestrator:
             definition, state, message, record.timestamp, reply_to=self.catalog.replies
         )
         await self._apply(saga_id, state, message, decision)
-        if decision.ignored in _MAYBE_REPLAYED and self._may_be_replay(record) and state:
-            await self._resend_outstanding(definition, state)
+        if decision.ignored is not None and state is not None and self._may_be_replay(record):
+            await self._catch_up(definition, state)
 
     async def _without_definition(
         self, saga_id: str, state: SagaState, message: SagaInput, now: float
@@ -190,7 +187,10 @@ class Orchestrator:
     def _may_be_replay(self, record: Record) -> bool:
         return record.timestamp < self.owned_since.get(record.partition, float("inf"))
 
-    async def _resend_outstanding(self, definition: SagaDefinition, state: SagaState) -> None:
+    async def _catch_up(self, definition: SagaDefinition, state: SagaState) -> None:
+        """A record read again after a takeover changes nothing, yet its first reading may have
+        stored this state with its outputs and changelog record lost in a crash: send the
+        outstanding command again (same message id) and store the state again."""
         out = outstanding_command(definition, state, reply_to=self.catalog.replies)
         if out is not None:
             await self.publisher.send(
@@ -198,6 +198,7 @@ class Orchestrator:
                 self.catalog.key(state.saga_id),
                 out.command.model_dump_json().encode(),
             )
+        self.store.put(state)
 
     async def _apply(
         self, saga_id: str, before: SagaState | None, message: SagaInput, decision: Decision
@@ -263,12 +264,17 @@ class Orchestrator:
         )
         return len(due)
 
-    def rebuild_indexes(self, states: list[SagaState], owned: dict[int, float]) -> None:
-        """Index the timers and summaries of the sagas on the partitions this worker now owns.
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        """Partitions are being revoked: what was read there no longer counts, and until the
+        next takeover any record read there may be a replay."""
+        gone = set(partitions)
+        self.processed = {tp: seen for tp, seen in self.processed.items() if tp[1] not in gone}
+        self.owned_since = {p: since for p, since in self.owned_since.items() if p not in gone}
 
-        `owned` maps each partition to when this worker took it over.
-        """
-        self.owned_since = dict(owned)
+    def rebuild_indexes(self, states: list[SagaState], owned: Iterable[int], now: float) -> None:
+        """Index the timers and summaries of the sagas on the partitions this worker took over
+        at `now` (after every rebalance: another worker may have moved them on meanwhile)."""
+        self.owned_since = dict.fromkeys(owned, now)
         self.deadlines.rebuild(states)
         self.listing.rebuild(states)
         self.metrics.reset_in_flight(states)

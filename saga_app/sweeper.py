@@ -111,33 +111,40 @@ class DeadlineIndex:
 
 @dataclass(frozen=True, slots=True)
 class PartitionProgress:
-    """How recently the orchestrator processed a record of one input partition."""
+    """How far the orchestrator has read one input partition since it took the partition over."""
 
     processed_at: float
     """Timestamp of the last record processed there (0 if none since the takeover)."""
-    quiet_for: float
-    """Seconds since a record was last processed there, or since the takeover if none was."""
+    caught_up: bool
+    """Whether every record the partition is known to hold has been processed."""
 
 
-QUIET = 1.0
-"""Seconds without a record after which a partition counts as read to its end: a backlog
-delivers records within milliseconds."""
+def partition_progress(
+    processed: tuple[int, float] | None, start: int, end: int
+) -> PartitionProgress:
+    """One partition's progress from offsets.
+
+    `processed` is the (offset, timestamp) of the last record processed since the takeover,
+    `start` the offset reading began at (the committed one), `end` the partition's end offset:
+    the one taken at takeover, or a newer one the consumer has since seen.
+    """
+    if processed is None:
+        return PartitionProgress(0.0, start >= end)
+    offset, timestamp = processed
+    return PartitionProgress(timestamp, offset + 1 >= end)
 
 
-def sweep_watermark(
-    now: float, partitions: Iterable[PartitionProgress], quiet: float = QUIET
-) -> float:
+def sweep_watermark(now: float, partitions: Iterable[PartitionProgress]) -> float:
     """The latest time whose timers may fire without racing an unprocessed reply.
 
     A timer due at T may fire only when every reply produced before T has been applied: otherwise
-    a worker catching up after a restart would time out steps whose answers wait in its backlog.
-    A quiet partition has nothing left to read and is safe up to `now`; a busy one only up to
-    the timestamp of the last record processed there (a partition's records arrive in time
-    order). Quietness is judged by the clock rather than by offsets because the consumer's
-    highwater is unknown for partitions a fetch has not returned data for.
+    a worker catching up after a takeover would time out steps whose answers wait in its backlog.
+    A partition read to its end is safe up to `now`; one with records left only up to the
+    timestamp of the last record processed there (a partition's records arrive in time order),
+    and one taken over but not read at all holds every timer.
     """
     watermark = now
     for p in partitions:
-        if p.quiet_for < quiet:
+        if not p.caught_up:
             watermark = min(watermark, p.processed_at)
     return watermark

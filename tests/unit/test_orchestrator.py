@@ -96,6 +96,50 @@ async def test_a_replayed_record_already_applied_resends_the_outstanding_command
     assert again.to("t.orders.commands") == [sent_before_crash]
 
 
+class CountingStore(DictStore):
+    def __init__(self, states: dict[str, SagaState]) -> None:
+        super().__init__()
+        self.states = dict(states)
+        self.puts = 0
+
+    def put(self, state: SagaState) -> None:
+        self.puts += 1
+        super().put(state)
+
+
+async def test_a_replayed_record_the_engine_ignores_resends_and_stores_the_state_again() -> None:
+    """A timeout applied before a crash, read again after it: the engine ignores it as stale,
+    yet the saga's outstanding command (the retry it caused) goes out again under the same
+    message id and the state is written again, for a changelog record the crash may have lost."""
+    orchestrator, store, publisher = make()
+    await orchestrator.handle(record(start(), "s1"))
+    late = None
+    for _ in ("the step times out", "its backoff runs out"):
+        publisher.sent.clear()
+        now = orchestrator.deadlines.next_due()
+        assert now is not None
+        await orchestrator.sweep(now, owns=lambda p: True)
+        [timer] = publisher.to(CATALOG.requests)
+        late = Record(CATALOG.requests, 0, 1, b"s1", json.dumps(timer).encode(), now)
+        await orchestrator.handle(late)
+    assert late is not None
+    [retry] = publisher.to("t.orders.commands")
+    assert retry["attempt"] == 2
+
+    again, restored = ListPublisher(), CountingStore(store.states)
+    restarted = Orchestrator(CATALOG, SAGAS, restored, again, SagaMetrics(CollectorRegistry()))
+    await restarted.handle(late)
+    assert again.to("t.orders.commands") == [retry]
+    assert restored.puts == 1 and restored.states["s1"] == store.states["s1"]
+
+
+def test_forgetting_revoked_partitions_drops_what_was_read_there() -> None:
+    orchestrator, _, _ = make()
+    orchestrator.processed = {("t.saga.requests", 0): (5, 1.0), ("t.saga.replies", 1): (7, 2.0)}
+    orchestrator.forget_partitions([0])
+    assert orchestrator.processed == {("t.saga.replies", 1): (7, 2.0)}
+
+
 async def test_a_duplicate_produced_after_the_takeover_is_not_answered_with_a_resend() -> None:
     """Duplicates newer than the partition's takeover are participants' re-sends: ignored."""
     orchestrator, _, publisher = make()
@@ -188,7 +232,7 @@ async def test_sweep_sends_due_timeouts_of_owned_partitions_only() -> None:
     owner = CATALOG.partition_of("s1")
     assert await orchestrator.sweep(1000.0 + 1, owns=lambda p: True) == 0
     assert await orchestrator.sweep(1000.0 + 60, owns=lambda p: p != owner) == 0
-    orchestrator.rebuild_indexes([], {})
+    orchestrator.rebuild_indexes([], [], now=0.0)
     assert len(orchestrator.deadlines) == 0
 
 

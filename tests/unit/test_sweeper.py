@@ -130,22 +130,32 @@ def test_index_behaves_like_a_naive_scan(ops: list[tuple[str, int, list[int]]]) 
         assert len(index) == sum(len(ts) for ts in naive.values())
 
 
-def test_watermark_is_now_when_every_partition_is_quiet() -> None:
-    """With nothing read lately anywhere, every timer due by now may fire."""
-    from saga_app.sweeper import PartitionProgress, sweep_watermark
+def test_watermark_is_now_when_every_partition_is_read_to_its_end() -> None:
+    """With nothing left to read anywhere, every timer due by now may fire."""
+    from saga_app.sweeper import partition_progress, sweep_watermark
 
-    progress = [PartitionProgress(50.0, quiet_for=3.0), PartitionProgress(0.0, quiet_for=1.5)]
+    progress = [
+        partition_progress((9, 50.0), start=0, end=10),  # read up to the last offset
+        partition_progress(None, start=7, end=7),  # nothing was left to read at takeover
+    ]
     assert sweep_watermark(100.0, progress) == 100.0
 
 
-def test_watermark_holds_at_the_last_record_of_a_busy_partition() -> None:
-    """A partition still delivering records holds back timers due after its last one."""
-    from saga_app.sweeper import PartitionProgress, sweep_watermark
+def test_watermark_holds_at_the_last_record_of_a_partition_with_records_left() -> None:
+    """A partition still holding unread records holds back timers due after its last one."""
+    from saga_app.sweeper import partition_progress, sweep_watermark
 
-    progress = [
-        PartitionProgress(90.0, quiet_for=5.0),
-        PartitionProgress(42.0, quiet_for=0.01),  # catching up: its last record is from 42
-        PartitionProgress(0.0, quiet_for=0.2),  # just taken over, nothing read yet
-    ]
-    assert sweep_watermark(100.0, progress[:2]) == 42.0
-    assert sweep_watermark(100.0, progress) == 0.0
+    read = partition_progress((9, 90.0), start=0, end=10)
+    catching_up = partition_progress((41, 42.0), start=0, end=60)  # its last record is from 42
+    assert sweep_watermark(100.0, [read, catching_up]) == 42.0
+
+
+def test_a_partition_taken_over_holds_every_timer_until_its_backlog_is_read() -> None:
+    """Nothing read yet of a backlog: no timer fires, however long the first fetch takes."""
+    from saga_app.sweeper import partition_progress, sweep_watermark
+
+    untouched = partition_progress(None, start=3, end=8)
+    assert not untouched.caught_up
+    assert sweep_watermark(100.0, [untouched]) == 0.0
+    assert partition_progress((6, 99.0), start=3, end=8).caught_up is False
+    assert partition_progress((7, 99.0), start=3, end=8).caught_up is True
