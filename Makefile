@@ -70,6 +70,10 @@ demo: kafka-fetch ## Set everything up, start Kafka, a worker and the participan
 bench: venv ## Run the benchmarks (they print figures; they are not tests)
 	$(PY) benchmarks/bench_decide.py
 
+.PHONY: bench-rebalance
+bench-rebalance: kafka-fetch ## What a rebalance costs: records read again, seconds until sagas move on
+	$(PY) benchmarks/rebalance.py
+
 .PHONY: clean
 clean: ## Remove the virtualenv and caches (keeps downloaded Kafka jars in .cache)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

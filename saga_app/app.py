@@ -72,6 +72,7 @@ class SagaWorker:
         None until the sweeper has taken over the current assignment."""
         self._rebalances = 0
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.app.on_before_shutdown.connect(self._released)  # type: ignore[arg-type]
         self.app.agent(self.source, name="orchestrate", concurrency=1)(self._orchestrate)
         self.app.timer(settings.sweep_interval, name="sweep")(self._sweep)
         setup_prometheus_sensors(self.app, "/metrics", self.metrics.registry, "faust")
@@ -107,7 +108,14 @@ class SagaWorker:
         """A rebalance began (its records are processed by now): the next takeover starts over."""
         self._rebalances += 1
         self._takeover = None
+        await self._released(app)
         self.orchestrator.forget_partitions({tp.partition for tp in revoked})
+
+    async def _released(self, app: Any, **signal: Any) -> None:
+        """Log how far each partition was read when handed back (a rebalance or a clean stop),
+        so the next owner's `reading_from` tells how many records it reads again."""
+        read = self.orchestrator.processed
+        log.info("partitions_released", read_to={f"{t}:{p}": o for (t, p), (o, _) in read.items()})
 
     async def _take_over(self) -> bool:
         """Index the owned sagas and note where each input partition ends, once per rebalance.
@@ -123,7 +131,14 @@ class SagaWorker:
         states = [s for s in self.repository.all() if self.catalog.partition_of(s.saga_id) in owned]
         self.orchestrator.rebuild_indexes(states, owned, now=time.time())
         self._takeover = offsets
-        log.info("partitions_taken_over", partitions=sorted(owned), sagas=len(states))
+        log.info(
+            "partitions_taken_over",
+            partitions=sorted(owned),
+            sagas=len(states),
+            reading_from={
+                f"{tp.topic}:{tp.partition}": start for tp, (start, _) in offsets.items()
+            },
+        )
         return True
 
     def _progress(self, takeover: dict[TP, tuple[int, int]]) -> list[PartitionProgress]:

@@ -16,7 +16,7 @@ import faust
 import structlog
 from aiohttp.typedefs import Middleware
 from aiokafka.errors import KafkaError
-from faust.transport.drivers.aiokafka import Producer
+from faust.transport.drivers.aiokafka import Consumer, Producer
 from faust.types import TP
 from faust.types.auth import CredentialsT
 
@@ -72,11 +72,47 @@ class _ChangelogTrackedTable(faust.Table):  # type: ignore[type-arg]
         return record
 
 
+class _SagaConsumer(Consumer):
+    """Faust's aiokafka consumer, committing when a rebalance begins and leaving when stopped.
+
+    Faust drops the processed-but-uncommitted offsets of revoked partitions before its own
+    revoke-time commit, so every rebalance replayed up to a commit interval of records on every
+    partition: committing first leaves only the record in flight to be read again.
+
+    A static member (`consumer_group_instance_id`, which lets a restarted worker take its
+    partitions straight back) does not leave the group when it stops, so its partitions waited
+    out the session timeout: a clean stop now leaves like a dynamic member does.
+    """
+
+    logger = logging.getLogger(Consumer.__module__)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        if revoked and not self.should_stop:
+            await self.commit(revoked)
+        await super().on_partitions_revoked(revoked)
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        consumer = self._thread._consumer
+        if consumer is not None:  # aiokafka sends LeaveGroup only for a dynamic member
+            consumer._coordinator._group_instance_id = None
+
+
 class _SagaApp(faust.App):
     logger = logging.getLogger(faust.App.__module__)
 
     def _new_producer(self) -> Any:
         return _CommitSafeProducer(self.transport, loop=self.loop, beacon=self.beacon)
+
+    def _new_consumer(self) -> Any:
+        return _SagaConsumer(
+            self.transport,
+            callback=self.topics.on_message,
+            on_partitions_revoked=self._on_partitions_revoked,
+            on_partitions_assigned=self._on_partitions_assigned,
+            beacon=self.beacon,
+            loop=self.loop,
+        )
 
 
 def faust_credentials(settings: Settings) -> CredentialsT | None:
@@ -95,6 +131,11 @@ def faust_credentials(settings: Settings) -> CredentialsT | None:
     if context is not None:
         return faust.SSLCredentials(context)
     return None
+
+
+SESSION_TIMEOUT = 6.0
+"""Seconds after which the group gives a dead worker's partitions to the others (the broker's
+default minimum); heartbeats go every second, so a busy worker is not mistaken for a dead one."""
 
 
 def make_faust_app(
@@ -123,7 +164,8 @@ def make_faust_app(
         web_tables_enabled=settings.web_tables,
         web_application_options={"middlewares": [json_errors, *web_middlewares]},
         consumer_group_instance_id=f"{role}-{settings.worker_id}",
-        broker_session_timeout=15.0,
+        broker_session_timeout=SESSION_TIMEOUT,
+        broker_heartbeat_interval=1.0,
         producer_acks=-1,
         producer_linger_ms=settings.producer_linger_ms,
         consumer_auto_offset_reset="earliest",
