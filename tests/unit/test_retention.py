@@ -3,12 +3,19 @@ the saga from its store. Time is injected (`now`, record timestamps), never slep
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from prometheus_client import CollectorRegistry
 
 from saga_app import InvalidEvent, SagaState, decide
 from saga_app.engine import expire
+from saga_app.metrics import SagaMetrics
+from saga_app.orchestrator import Orchestrator, Record
+from saga_app.registry import SagaRegistry
 from saga_app.sagas import CREATE_ORDER
 from saga_app.testing import SagaTest
+from tests.unit.test_orchestrator import CATALOG, SAGAS, DictStore, ListPublisher
 from topics import SagaTimeout, parse_request
 
 ORDER = {"customer_id": "c1", "items": [{"sku": "A", "qty": 1}], "amount": 10}
@@ -155,3 +162,125 @@ def test_retention_timers_go_to_expire_and_other_timers_to_decide() -> None:
         decide(CREATE_ORDER, state, _retention(), 1.0, reply_to="r")
     with pytest.raises(InvalidEvent, match="retention timers"):
         expire(state, SagaTimeout(saga_id="s1", timer="deadline", due_at=1.0), 1.0, retention=DAY)
+
+
+# -- the agent ---------------------------------------------------------------------------------
+
+
+def _orchestrator(
+    store: DictStore, publisher: ListPublisher, retention: float = DAY, sagas: SagaRegistry = SAGAS
+) -> Orchestrator:
+    metrics = SagaMetrics(CollectorRegistry())
+    return Orchestrator(CATALOG, sagas, store, publisher, metrics, retention=retention)
+
+
+def _request(value: bytes, saga_id: str, timestamp: float, offset: int = 0) -> Record:
+    return Record(CATALOG.requests, 0, offset, saga_id.encode(), value, timestamp)
+
+
+def _expired_count(orchestrator: Orchestrator) -> float:
+    value = orchestrator.metrics.registry.get_sample_value(
+        "saga_expired_total", {"saga_type": "create_order", "status": "completed"}
+    )
+    return value or 0.0
+
+
+async def test_the_sweeper_sends_the_retention_timer_and_the_agent_deletes_the_saga() -> None:
+    """Due at finish + retention, the timer goes out on saga.requests; applying it deletes."""
+    store, publisher = DictStore(), ListPublisher()
+    orchestrator = _orchestrator(store, publisher)
+    state = _completed()
+    store.put(state)
+    orchestrator.rebuild_indexes([state], [0], 0.0)
+    assert orchestrator.listing.query()[0]["saga_id"] == "s1"
+    due = state.updated_at + DAY
+
+    assert await orchestrator.sweep(due - 1, owns=lambda p: True) == 0
+    assert await orchestrator.sweep(due, owns=lambda p: True) == 1
+    [(topic, key, value)] = publisher.sent
+    assert (topic, key, value["type"], value["timer"]) == (
+        "t.saga.requests",
+        b"s1",
+        "timeout",
+        "retention",
+    )
+    publisher.sent.clear()
+
+    await orchestrator.handle(_request(json.dumps(value).encode(), "s1", due + 0.01))
+    assert store.states == {}
+    assert store.deleted == ["s1"]
+    assert orchestrator.listing.query() == []
+    assert len(orchestrator.deadlines) == 0
+    assert publisher.sent == []  # no commands, no events, no dead letter
+    assert _expired_count(orchestrator) == 1
+
+
+async def test_a_saga_finishing_in_the_agent_gets_its_retention_timer() -> None:
+    """The transition that finishes a saga tracks its retention timer in the index."""
+    store, publisher = DictStore(), ListPublisher()
+    orchestrator = _orchestrator(store, publisher)
+    start = {"type": "start", "saga_id": "s1", "saga_type": "create_order", "payload": ORDER}
+    await orchestrator.handle(_request(json.dumps(start).encode(), "s1", 1000.0))
+    for offset, step in enumerate(
+        ("create_order", "reserve_stock", "charge_payment", "send_confirmation"), 1
+    ):
+        [command] = [
+            v for t, _, v in publisher.sent if t.endswith("commands") and v["step"] == step
+        ]
+        reply = {
+            "message_id": f"{command['message_id']}:reply",
+            "in_reply_to": command["message_id"],
+            "saga_id": "s1",
+            "step": step,
+            "kind": "command",
+            "attempt": 1,
+            "outcome": "success",
+        }
+        raw = json.dumps(reply).encode()
+        await orchestrator.handle(Record(CATALOG.replies, 0, offset, b"s1", raw, 1000.0 + offset))
+    assert store.states["s1"].status == "completed"
+    assert orchestrator.deadlines.next_due() == 1004.0 + DAY
+
+
+async def test_an_early_retention_timer_keeps_the_saga() -> None:
+    """A timer record stamped before the saga is old enough changes nothing."""
+    store, publisher = DictStore(), ListPublisher()
+    orchestrator = _orchestrator(store, publisher)
+    state = _completed()
+    store.put(state)
+    raw = _retention().model_dump_json().encode()
+    await orchestrator.handle(_request(raw, "s1", state.updated_at + DAY - 1))
+    assert store.states == {"s1": state}
+    assert publisher.sent == []
+
+
+async def test_a_retention_timer_replayed_after_the_deletion_deletes_again_quietly() -> None:
+    """No dead letter for a saga that is gone: the store gets the (idempotent) delete again."""
+    store, publisher = DictStore(), ListPublisher()
+    orchestrator = _orchestrator(store, publisher)
+    raw = _retention("gone").model_dump_json().encode()
+    await orchestrator.handle(_request(raw, "gone", 5.0))
+    assert store.deleted == ["gone"]
+    assert publisher.sent == []
+    assert _expired_count(orchestrator) == 0
+
+
+async def test_sagas_of_a_version_no_longer_loaded_expire_too() -> None:
+    """Deleting needs no definition, so a retired version's finished sagas do not stay forever."""
+    store, publisher = DictStore(), ListPublisher()
+    orchestrator = _orchestrator(store, publisher, sagas=SagaRegistry([]))
+    state = _completed()
+    store.put(state)
+    raw = _retention().model_dump_json().encode()
+    await orchestrator.handle(_request(raw, "s1", state.updated_at + DAY))
+    assert store.states == {}
+    assert publisher.sent == []
+
+
+async def test_without_retention_finished_sagas_wait_for_nothing() -> None:
+    """Retention 0 (an Orchestrator's default) indexes no timer for a finished saga."""
+    orchestrator = Orchestrator(
+        CATALOG, SAGAS, DictStore(), ListPublisher(), SagaMetrics(CollectorRegistry())
+    )
+    orchestrator.rebuild_indexes([_completed()], [0], 0.0)
+    assert len(orchestrator.deadlines) == 0
