@@ -59,6 +59,7 @@ class SagaWorker:
             store=self.repository,
             publisher=self.publisher,
             metrics=self.metrics,
+            retention=settings.retention,
         )
         self.source = self.app.topic(
             self.catalog.requests,

@@ -24,6 +24,13 @@ Rules DESIGN.md leaves open, decided here:
   fails it (`definition_missing`), keeping its timer and what it was doing; that event is not
   applied. An operator retry once the version is back resumes it and re-sends the attempt it
   waited for under the same message id, so the participant answers (again) from its dedupe store.
+- Retention: a finished saga (`completed`, `compensated` or `failed`, suspended ones included) is
+  deleted once its retention has passed since its last transition, judged by the retention
+  timer's own timestamp; `failed` sagas too, so an operator has the retention to retry one. A
+  retention timer needs no definition (`expire`, not `decide`), so sagas of a retired version go
+  too. One for a saga that runs again, or finished again later, is stale; one for a saga that is
+  already gone deletes again (a replay re-sends the tombstone, which may have died with the
+  worker). Its history stays on `saga.events`; no event announces the deletion.
 """
 
 from __future__ import annotations
@@ -88,6 +95,9 @@ class Decision:
     events: tuple[SagaEvent, ...] = ()
     ignored: IgnoredReason | None = None
     """Set when the event changed nothing; then there is nothing to store or send."""
+    delete: bool = False
+    """The saga's retention has passed: delete it from the store. `state` is the saga as stored
+    (None if it is gone already); nothing is sent."""
 
 
 def decide(
@@ -115,6 +125,8 @@ def decide(
     if isinstance(event, Reply):
         return _reply(definition, state, event, now, reply_to)
     if isinstance(event, SagaTimeout):
+        if event.timer == "retention":
+            raise InvalidEvent("a retention timer is applied with expire(), not decide()")
         return _timeout(definition, state, event, now, reply_to)
     if isinstance(event, AbortSaga):
         return _abort(definition, state, event, now, reply_to)
@@ -209,6 +221,21 @@ def _retry(definition: SagaDefinition, state: SagaState, now: float, reply_to: s
     else:
         t.redrive(state.cursor)
     return t.finish()
+
+
+def expire(
+    state: SagaState | None, timer: SagaTimeout, now: float, *, retention: float
+) -> Decision:
+    """Apply a retention `timer`, timestamped `now`: delete the saga if it finished at least
+    `retention` seconds (0: never) before `now`. Never mutates `state`."""
+    if timer.timer != "retention":
+        raise InvalidEvent(f"expire() applies retention timers, not {timer.timer!r} timers")
+    if state is None:
+        return Decision(None, delete=True)
+    expires_at = state.expires_at(retention)
+    if expires_at is None or now < expires_at:
+        return Decision(state, ignored="stale_timeout")
+    return Decision(state, delete=True)
 
 
 def definition_missing(

@@ -8,6 +8,7 @@ saga's state, requests and replies share one partition and web routing finds its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -231,6 +232,12 @@ class SagaRepository:
     def put(self, state: SagaState) -> None:
         """Store a state; only ever called from the orchestrator agent (FAUST.md, point 1)."""
         self.table[state.saga_id.encode()] = state.model_dump_json().encode()
+
+    def delete(self, saga_id: str) -> None:
+        """Delete a saga: the changelog gets a tombstone, even if the key is gone already (a
+        replayed deletion re-sends it). Only from the orchestrator agent (FAUST.md, point 1)."""
+        with contextlib.suppress(KeyError):  # faust sends the tombstone before it looks
+            del self.table[saga_id.encode()]
 
     def all(self) -> Iterator[SagaState]:
         """Every state in the local store; callers filter by the partitions they own."""

@@ -44,6 +44,10 @@ class SagaListing:
     def update(self, state: SagaState) -> None:
         self._summaries[state.saga_id] = summarise(state)
 
+    def forget(self, saga_id: str) -> None:
+        """Drop a saga deleted from the table (its retention passed)."""
+        self._summaries.pop(saga_id, None)
+
     def rebuild(self, states: Iterable[SagaState]) -> None:
         self._summaries = {s.saga_id: summarise(s) for s in states}
 

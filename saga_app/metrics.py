@@ -76,6 +76,12 @@ class SagaMetrics:
         self.sweep_due = Counter(
             "saga_sweep_timeouts_sent", "Timeout requests the sweeper sent", registry=r
         )
+        self.sagas_expired = Counter(
+            "saga_expired",
+            "Finished sagas deleted from the saga table after their retention",
+            ["saga_type", "status"],
+            registry=r,
+        )
         self.missing_definitions = Counter(
             "saga_definition_missing",
             "Sagas failed because their definition version is not loaded on this worker",
@@ -108,6 +114,10 @@ class SagaMetrics:
     def _leave(self, status: SagaStatus) -> None:
         if status not in _TERMINAL:
             self.in_flight.labels(status.value).dec()
+
+    def expired(self, state: SagaState) -> None:
+        """A finished saga was deleted: it was not in flight, so only the deletion counts."""
+        self.sagas_expired.labels(state.saga_type, state.status.value).inc()
 
     def ignored(self, kind: str, reason: str) -> None:
         self.ignored_events.labels(kind, reason).inc()

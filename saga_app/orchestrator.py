@@ -15,7 +15,7 @@ from typing import Protocol
 import structlog
 
 from saga_app.definition import SagaDefinition
-from saga_app.engine import Decision, decide, definition_missing, outstanding_command
+from saga_app.engine import Decision, decide, definition_missing, expire, outstanding_command
 from saga_app.errors import SagaError
 from saga_app.listing import SagaListing
 from saga_app.metrics import SagaMetrics
@@ -62,6 +62,8 @@ class SagaStore(Protocol):
 
     def put(self, state: SagaState) -> None: ...
 
+    def delete(self, saga_id: str) -> None: ...
+
 
 class Publisher(Protocol):
     """The producer, in two speeds."""
@@ -95,7 +97,9 @@ class Orchestrator:
         metrics: SagaMetrics,
         deadlines: DeadlineIndex | None = None,
         listing: SagaListing | None = None,
+        retention: float = 0.0,
     ) -> None:
+        """`retention`: seconds a finished saga is kept before it is deleted (0: forever)."""
         self.catalog = catalog
         self.sagas = sagas
         self.store = store
@@ -103,6 +107,7 @@ class Orchestrator:
         self.metrics = metrics
         self.deadlines = deadlines if deadlines is not None else DeadlineIndex()
         self.listing = listing if listing is not None else SagaListing()
+        self.retention = retention
         self.processed: dict[tuple[str, int], tuple[int, float]] = {}
         """(topic, partition) -> (offset, timestamp) of the last record processed there since
         this worker took the partition over."""
@@ -132,6 +137,11 @@ class Orchestrator:
             await self.publisher.send(record.topic, self.catalog.key(saga_id), record.value or b"")
             return
         state = self.store.get(saga_id)
+        if isinstance(message, SagaTimeout) and message.timer == "retention":
+            # Needs no definition: sagas of a version no longer deployed expire too.
+            decision = expire(state, message, record.timestamp, retention=self.retention)
+            await self._apply(saga_id, state, message, decision)
+            return
         if state is None and not isinstance(message, StartSaga):
             self.metrics.ignored(kind=_kind(message), reason="unknown_saga")
             await self.dead_letter(record, f"unknown saga {saga_id!r}: no saga with this id exists")
@@ -212,11 +222,14 @@ class Orchestrator:
             await self.publisher.send(self.catalog.commands(out.participant), key, command)
         for event in decision.events:
             await self.publisher.send(self.catalog.events, key, event.model_dump_json().encode())
+        if decision.delete:
+            self._delete(saga_id, before)
+            return
         after = decision.state
         if after is None or after is before:
             return
         self.store.put(after)
-        self.deadlines.track(saga_id, after.timers())
+        self.deadlines.track(saga_id, after.timers(self.retention))
         self.listing.update(after)
         self.metrics.observe(before, after, decision)
         for event in decision.events:
@@ -227,6 +240,19 @@ class Orchestrator:
                 step=event.step,
                 attempt=event.attempt,
                 status=event.status,
+            )
+
+    def _delete(self, saga_id: str, before: SagaState | None) -> None:
+        self.store.delete(saga_id)
+        self.deadlines.forget(saga_id)
+        self.listing.forget(saga_id)
+        if before is not None:
+            self.metrics.expired(before)
+            log.info(
+                "saga_expired",
+                saga_id=saga_id,
+                saga_type=before.saga_type,
+                status=before.status.value,
             )
 
     async def dead_letter(self, record: Record, reason: str) -> None:
@@ -275,7 +301,7 @@ class Orchestrator:
         """Index the timers and summaries of the sagas on the partitions this worker took over
         at `now` (after every rebalance: another worker may have moved them on meanwhile)."""
         self.owned_since = dict.fromkeys(owned, now)
-        self.deadlines.rebuild(states)
+        self.deadlines.rebuild(states, self.retention)
         self.listing.rebuild(states)
         self.metrics.reset_in_flight(states)
 

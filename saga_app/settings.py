@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from dataclasses import dataclass, field, fields
@@ -11,6 +12,7 @@ from topics.catalog import DEFAULT_PARTITIONS, TopicCatalog
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,10 @@ class Settings:
     """Where this worker keeps its RocksDB table stores; each worker needs its own."""
     store: str = "rocksdb://"
     """Table store: `rocksdb://` keeps state across restarts, `memory://` replays the changelog."""
+    retention: float = field(default=7 * 86400.0, metadata={"duration": True})
+    """Seconds a finished saga (completed, compensated or failed) stays in the saga table after
+    its last transition; then the orchestrator deletes it (its events stay on `saga.events`).
+    0 keeps sagas forever. From the environment also as `7d`, `12h`, `30m` or `45s`."""
     sweep_interval: float = 0.25
     """Seconds between two sweeps for overdue timers; the resolution of timeouts and backoffs."""
     log_level: str = "info"
@@ -78,6 +84,10 @@ class Settings:
             object.__setattr__(self, "worker_id", f"{socket.gethostname()}-{self.web_port}")
         object.__setattr__(self, "security_protocol", self.security_protocol.upper())
         object.__setattr__(self, "sasl_mechanism", self.sasl_mechanism.upper())
+        if self.retention < 0:
+            raise ValueError(
+                f"SAGA_RETENTION must be 0 (keep forever) or more, got {self.retention}"
+            )
         if self.replication_factor < 0:
             raise ValueError(
                 f"SAGA_REPLICATION_FACTOR must be 0 (automatic) or more, "
@@ -92,7 +102,11 @@ class Settings:
         values: dict[str, object] = {}
         for f in fields(cls):
             raw = env.get(f"SAGA_{f.name.upper()}")
-            if raw is not None:
+            if raw is None:
+                continue
+            if f.metadata.get("duration"):
+                values[f.name] = parse_duration(raw, f"SAGA_{f.name.upper()}")
+            else:
                 values[f.name] = _convert(f.name, raw, f.type)
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -150,6 +164,30 @@ def _check_connection(s: Settings) -> None:
             raise ValueError(f"SAGA_SSL_{name}={path} is not a readable file")
     if s.ssl_keyfile and not s.ssl_certfile:
         raise ValueError("SAGA_SSL_KEYFILE is set without SAGA_SSL_CERTFILE: set both")
+
+
+def parse_duration(raw: str, variable: str) -> float:
+    """Seconds from `45`, `1.5`, `45s`, `30m`, `12h` or `7d`; a ValueError names `variable`."""
+    text = raw.strip().lower()
+    scale = _UNITS.get(text[-1:])
+    try:
+        seconds = float(text[:-1] if scale else text) * (scale or 1.0)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < math.inf:  # refuses nan too
+        raise ValueError(
+            f"{variable} must be seconds or a number with a unit s, m, h or d (e.g. 7d, 12h, "
+            f"90), got {raw!r}"
+        )
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """`seconds` in the largest unit that divides it: 604800 -> `7d`, 90 -> `90s`."""
+    for unit, size in _UNITS.items():
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _convert(name: str, raw: str, kind: object) -> object:

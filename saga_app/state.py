@@ -166,10 +166,30 @@ class SagaState(BaseModel):
         timer = self.active_timer
         return timer is not None and timer.matches("step", step, kind, attempt)
 
-    def timers(self) -> list[SagaTimeout]:
-        """The wake-ups this saga waits for, each with its `due_at` (what the sweeper tracks)."""
+    @property
+    def finished(self) -> bool:
+        """Completed, compensated or failed: nothing happens to it unless an operator retries it."""
+        return not self.running
+
+    def expires_at(self, retention: float) -> float | None:
+        """When a finished saga is deleted from the table: `retention` seconds after its last
+        transition (the one that finished it). None while it runs, or if `retention` is 0 (kept
+        forever). Computed, not stored, so sagas finished before a change of retention follow
+        the new one."""
+        if retention <= 0 or not self.finished:
+            return None
+        return self.updated_at + retention
+
+    def timers(self, retention: float = 0.0) -> list[SagaTimeout]:
+        """The wake-ups this saga waits for, each with its `due_at` (what the sweeper tracks).
+
+        A finished saga waits only for the end of its `retention` (none if that is 0).
+        """
         due: list[SagaTimeout] = []
         if not self.running:
+            expires_at = self.expires_at(retention)
+            if expires_at is not None:
+                due.append(SagaTimeout(saga_id=self.saga_id, timer="retention", due_at=expires_at))
             return due
         if self.timer is not None:
             due.append(

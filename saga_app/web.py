@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from saga_app.errors import UnknownSagaType
 from saga_app.listing import merge_stats, newest_first
+from saga_app.settings import format_duration
 from saga_app.state import SagaStatus
 from saga_app.web_auth import peer_headers
 from topics import MAX_MESSAGE_BYTES, AbortSaga, RetrySaga, StartSaga
@@ -104,6 +105,16 @@ async def patiently(call: Callable[[], Awaitable[Any]]) -> Any:
             await asyncio.sleep(0.25)  # let the rebalance settle before asking again
 
 
+def _unknown_saga_hint(retention: float, events_topic: str) -> str:
+    """What a 404 for a saga adds: a saga that finished may have been deleted since."""
+    if retention <= 0:
+        return ""
+    return (
+        f"; a finished saga is deleted {format_duration(retention)} after it finished "
+        f"(SAGA_RETENTION), and its history stays on {events_topic}"
+    )
+
+
 def install_views(worker: SagaWorker) -> None:
     """Register the views on the worker's Faust app."""
     app = worker.app
@@ -112,6 +123,7 @@ def install_views(worker: SagaWorker) -> None:
     publish = worker.orchestrator.publisher.publish
     own_url = str(app.conf.canonical_url).rstrip("/")
     headers = peer_headers(worker.settings)
+    unknown_saga = _unknown_saga_hint(worker.settings.retention, catalog.events)
 
     def error(view: View, status: int, message: str) -> Response:
         return view.json({"error": message}, status=status)
@@ -262,7 +274,7 @@ def install_views(worker: SagaWorker) -> None:
                 raise Unavailable(reason)
             raw = worker.repository.get_raw(saga_id)
             if raw is None:
-                return error(self, 404, f"no saga with id {saga_id!r}")
+                return error(self, 404, f"no saga with id {saga_id!r}{unknown_saga}")
             return self.bytes(raw, content_type="application/json")
 
     @app.page("/sagas/{saga_id}/abort")

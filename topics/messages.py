@@ -15,8 +15,9 @@ MAX_MESSAGE_BYTES = 256 * 1024
 
 MessageKind = Literal["command", "compensation"]
 Outcome = Literal["success", "failure", "retry"]
-TimerKind = Literal["step", "backoff", "deadline"]
-"""What a timeout wakes up: a step that did not answer, a backoff that elapsed, a saga deadline."""
+TimerKind = Literal["step", "backoff", "deadline", "retention"]
+"""What a timeout wakes up: a step that did not answer, a backoff that elapsed, a saga deadline,
+or the end of a finished saga's retention (it is then deleted from the saga table)."""
 
 
 class Message(BaseModel):
@@ -50,7 +51,11 @@ class RetrySaga(Message):
 
 
 class SagaTimeout(Message):
-    """A timer of the saga fell due; sent by the sweeper, ignored if the saga has moved on."""
+    """A timer of the saga fell due; sent by the sweeper, ignored if the saga has moved on.
+
+    `step`, `kind` and `attempt` name the attempt a `step` or `backoff` timer is for; `deadline`
+    and `retention` timers have none.
+    """
 
     type: Literal["timeout"] = "timeout"
     saga_id: str = Field(min_length=1)

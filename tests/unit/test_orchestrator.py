@@ -24,12 +24,18 @@ ORDER = {"customer_id": "c1", "items": [{"sku": "a", "qty": 1}], "amount": 5}
 class DictStore:
     def __init__(self) -> None:
         self.states: dict[str, SagaState] = {}
+        self.deleted: list[str] = []
+        """Every delete, in order, even of a saga already gone (the table writes a tombstone)."""
 
     def get(self, saga_id: str) -> SagaState | None:
         return self.states.get(saga_id)
 
     def put(self, state: SagaState) -> None:
         self.states[state.saga_id] = state
+
+    def delete(self, saga_id: str) -> None:
+        self.states.pop(saga_id, None)
+        self.deleted.append(saga_id)
 
 
 class ListPublisher:

@@ -16,3 +16,27 @@ def test_settings_parse_flags_and_numbers_and_reject_nonsense() -> None:
         Settings.from_env({"SAGA_PARTITIONS": "many"})
     with pytest.raises(ValueError, match="SAGA_WEB_TABLES"):
         Settings.from_env({"SAGA_WEB_TABLES": "maybe"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [("604800", 604800.0), ("7d", 604800.0), ("12h", 43200.0), ("30m", 1800.0), ("45s", 45.0),
+     ("1.5h", 5400.0), (" 2S ", 2.0), ("0", 0.0)],
+)  # fmt: skip
+def test_retention_takes_seconds_or_a_unit(raw: str, seconds: float) -> None:
+    """SAGA_RETENTION is seconds, or a number with s, m, h or d; 0 keeps sagas forever."""
+    assert Settings.from_env({"SAGA_RETENTION": raw}).retention == seconds
+
+
+@pytest.mark.parametrize("raw", ["", "d", "7w", "-1", "-1d", "nan", "inf", "seven days"])
+def test_a_retention_that_is_no_duration_is_refused_by_name(raw: str) -> None:
+    """A wrong SAGA_RETENTION stops the worker with the variable and the accepted forms."""
+    with pytest.raises(ValueError, match=r"SAGA_RETENTION must be seconds.*e\.g\. 7d"):
+        Settings.from_env({"SAGA_RETENTION": raw})
+
+
+def test_retention_defaults_to_a_week_and_is_never_negative() -> None:
+    """Finished sagas are kept 7 days unless told otherwise; a negative override is refused."""
+    assert Settings.from_env({}).retention == 7 * 86400
+    with pytest.raises(ValueError, match="SAGA_RETENTION"):
+        Settings(retention=-5)

@@ -1,0 +1,112 @@
+"""Retention on the real broker: a worker with SAGA_RETENTION=2s deletes finished sagas from its
+table with a tombstone on the changelog, while their events stay on `saga.events`."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from services import http_json
+
+from saga_app.topology import ORCHESTRATOR_APP, SAGA_TABLE, changelog
+from tests.integration.saga_system import SagaSystem
+from topics.schemas import json_schemas
+
+RETENTION = 2.0
+
+
+@pytest.fixture(scope="module")
+def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SagaSystem]:
+    workdir: Path = tmp_path_factory.mktemp("retention")
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    running = SagaSystem(
+        kafka_bootstrap, workdir, prefix, env={"SAGA_RETENTION": f"{RETENTION:g}s"}
+    ).start()
+    yield running
+    running.stop()
+
+
+def poll(find: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    """Call `find` until it returns something truthy; fail at the deadline naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not (found := find()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(0.2)  # polling interval
+    return found
+
+
+def order(simulate: dict[str, str] | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "customer_id": f"c-{uuid.uuid4().hex[:8]}",
+        "items": [{"sku": f"sku-{uuid.uuid4().hex[:8]}", "qty": 1}],
+        "amount": 10.0,
+    }
+    if simulate:
+        payload["simulate"] = simulate
+    return payload
+
+
+def test_finished_sagas_are_deleted_after_the_retention_and_their_events_stay(
+    system: SagaSystem,
+) -> None:
+    """A completed and a compensated saga answer 404 once 2s have passed since they finished,
+    their table keys end in a changelog tombstone, and saga.events still has their history."""
+    done = system.start_saga("create_order", order(), f"kept-{uuid.uuid4().hex[:10]}")
+    undone = system.start_saga(
+        "create_order", order({"reserve_stock": "fail"}), f"undone-{uuid.uuid4().hex[:10]}"
+    )
+    finished = {saga_id: system.wait_for(saga_id) for saga_id in (done, undone)}
+    assert {s["status"] for s in finished.values()} == {"completed", "compensated"}
+
+    for saga_id, saga in finished.items():
+        poll(lambda saga_id=saga_id: system.get(saga_id) is None, f"{saga_id} deleted")
+        # By the timer's own clock (the worker's), never before its retention had passed.
+        assert time.time() >= saga["updated_at"] + RETENTION
+    status, body = _get(system, f"/sagas/{done}")
+    assert status == 404
+    assert "deleted 2s after it finished" in body["error"]
+    assert system.catalog.events in body["error"]
+    listed = _get(system, "/sagas?limit=1000")[1]
+    assert {done, undone}.isdisjoint(s["saga_id"] for s in listed)
+
+    table = changelog(system.settings, ORCHESTRATOR_APP, SAGA_TABLE)
+    for saga_id in (done, undone):
+        key = saga_id.encode()
+        values = poll(
+            lambda key=key: _ends_in_tombstone(
+                [v for k, v in system.read_topic(table) if k == key]
+            ),
+            f"tombstone of {saga_id} on {table}",
+        )
+        assert all(v is not None for v in values[:-1]), "only the last record is a tombstone"
+        history = [e["event"] for e in system.events_of(saga_id)]
+        assert history[0] == "saga_started"
+        assert history[-1] == f"saga_{finished[saga_id]['status']}"
+        assert [h["event"] for h in finished[saga_id]["history"]] == history
+
+    timers = [
+        json.loads(v)
+        for k, v in system.read_topic(system.catalog.requests)
+        if k in (done.encode(), undone.encode()) and v and b'"retention"' in v
+    ]
+    assert sorted(t["saga_id"] for t in timers) == sorted([done, undone])
+    request_schema = json_schemas()["request"]
+    for timer in timers:
+        jsonschema.validate(timer, request_schema)
+    metrics = _get(system, "/metrics")[1]
+    assert 'saga_expired_total{saga_type="create_order",status="completed"} 1.0' in metrics
+    assert 'saga_expired_total{saga_type="create_order",status="compensated"} 1.0' in metrics
+
+
+def _ends_in_tombstone(values: list[bytes | None]) -> list[bytes | None] | None:
+    return values if values and values[-1] is None else None
+
+
+def _get(system: SagaSystem, path: str) -> tuple[int, Any]:
+    return http_json("GET", f"{system.url}{path}", token=system.read_token)
