@@ -126,7 +126,11 @@ class SagaWorker:
         """
         rebalances, owned = self._rebalances, self.owned_partitions()
         inputs = [TP(t, p) for t in (self.catalog.requests, self.catalog.replies) for p in owned]
-        offsets = await takeover_offsets(self.app, inputs)
+        try:
+            offsets = await takeover_offsets(self.app, inputs)
+        except Exception as e:  # e.g. a broker down: timers wait, the next tick tries again
+            log.warning("takeover_offsets_unavailable", error=repr(e))
+            return False
         if rebalances != self._rebalances:
             return False  # another rebalance began meanwhile
         states = [s for s in self.repository.all() if self.catalog.partition_of(s.saga_id) in owned]
