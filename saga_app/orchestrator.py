@@ -7,6 +7,7 @@ agent in `saga_app.app` only feeds it records (STYLE.md: thin agents, a pure eng
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -98,8 +99,10 @@ class Orchestrator:
         deadlines: DeadlineIndex | None = None,
         listing: SagaListing | None = None,
         retention: float = 0.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        """`retention`: seconds a finished saga is kept before it is deleted (0: forever)."""
+        """`retention`: seconds a finished saga is kept before it is deleted (0: forever).
+        `clock` only schedules re-sent commands' timers; decisions use the records' time."""
         self.catalog = catalog
         self.sagas = sagas
         self.store = store
@@ -108,6 +111,7 @@ class Orchestrator:
         self.deadlines = deadlines if deadlines is not None else DeadlineIndex()
         self.listing = listing if listing is not None else SagaListing()
         self.retention = retention
+        self.clock = clock
         self.processed: dict[tuple[str, int], tuple[int, float]] = {}
         """(topic, partition) -> (offset, timestamp) of the last record processed there since
         this worker took the partition over."""
@@ -200,7 +204,9 @@ class Orchestrator:
     async def _catch_up(self, definition: SagaDefinition, state: SagaState) -> None:
         """A record read again after a takeover changes nothing, yet its first reading may have
         stored this state with its outputs and changelog record lost in a crash: send the
-        outstanding command again (same message id) and store the state again."""
+        outstanding command again (same message id) and store the state again. The re-sent
+        command gets its step's whole timeout before the step may time out: its first copy
+        may never have left, and the timer may be overdue by the time the backlog is read."""
         out = outstanding_command(definition, state, reply_to=self.catalog.replies)
         if out is not None:
             await self.publisher.send(
@@ -208,6 +214,8 @@ class Orchestrator:
                 self.catalog.key(state.saga_id),
                 out.command.model_dump_json().encode(),
             )
+            grace = self.clock() + definition.step(out.command.step).timeout
+            self.deadlines.track(state.saga_id, state.timers(self.retention), not_before=grace)
         self.store.put(state)
 
     async def _apply(

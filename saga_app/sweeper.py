@@ -44,17 +44,20 @@ class DeadlineIndex:
         """Timers tracked and not yet handed out by `pop_due`."""
         return self._live_total
 
-    def track(self, saga_id: str, timers: Iterable[SagaTimeout]) -> None:
-        """Replace whatever was tracked for `saga_id` by `timers` (after each transition)."""
+    def track(self, saga_id: str, timers: Iterable[SagaTimeout], not_before: float = 0.0) -> None:
+        """Replace whatever was tracked for `saga_id` by `timers` (after each transition).
+
+        `not_before` holds them back without changing them: a command re-sent after a takeover
+        gets its full timeout again before its timer may fire.
+        """
         self.forget(saga_id)
         self._counter += 1
         generation = self._counter  # unique forever, so a forgotten saga's entries never revive
         count = 0
         for timeout in timers:
             self._counter += 1
-            heapq.heappush(
-                self._heap, _Entry(timeout.due_at, self._counter, saga_id, generation, timeout)
-            )
+            due = max(timeout.due_at, not_before)
+            heapq.heappush(self._heap, _Entry(due, self._counter, saga_id, generation, timeout))
             count += 1
         if count:
             self._generation[saga_id] = generation

@@ -133,10 +133,18 @@ async def test_a_replayed_record_the_engine_ignores_resends_and_stores_the_state
     assert retry["attempt"] == 2
 
     again, restored = ListPublisher(), CountingStore(store.states)
-    restarted = Orchestrator(CATALOG, SAGAS, restored, again, SagaMetrics(CollectorRegistry()))
+    metrics = SagaMetrics(CollectorRegistry())
+    restarted = Orchestrator(CATALOG, SAGAS, restored, again, metrics, clock=lambda: 5000.0)
     await restarted.handle(late)
     assert again.to("t.orders.commands") == [retry]
     assert restored.puts == 1 and restored.states["s1"] == store.states["s1"]
+    # the re-sent attempt gets its whole timeout from now, though its timer is long overdue
+    timeout = SAGAS.newest("create_order").step("create_order").timeout
+    assert restarted.deadlines.next_due() == 5000.0 + timeout
+    assert restarted.deadlines.pop_due(5000.0 + timeout - 0.01) == []
+    held = restarted.deadlines.pop_due(5000.0 + timeout)
+    step_timer = next(t for t in held if t.timer == "step")
+    assert step_timer.due_at < 5000.0  # what the engine will see is unchanged
 
 
 def test_forgetting_revoked_partitions_drops_what_was_read_there() -> None:
