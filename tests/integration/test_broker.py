@@ -175,7 +175,9 @@ async def test_restarted_broker_keeps_its_data(
         await asyncio.gather(*[await producer.send(topic, value) for value in values])
     finally:
         await producer.stop()
-    committer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    committer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
     await committer.start()
     try:
         committer.assign([partition])
