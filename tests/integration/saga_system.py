@@ -23,6 +23,21 @@ from saga_app.settings import Settings
 from saga_app.topology import ensure_topics, worker_topics
 
 FINISHED = frozenset({"completed", "compensated", "failed"})
+HELD = "tests.integration.held_sagas"
+"""The module of `held_order` (a create_order that waits an hour at reserve_stock), for
+`SagaSystem(..., sagas=[EXAMPLES, HELD])`."""
+
+
+def assert_compensated_by_abort(saga: dict[str, Any], reason: str) -> None:
+    """The saga ended `compensated` because an abort with `reason` was applied: the engine
+    recorded one `saga_aborted` with the reason, the saga's error carries it, and no step timed
+    out (so the saga did not roll back by itself)."""
+    history = [(h["event"], h.get("error")) for h in saga["history"]]
+    assert saga["status"] == "compensated", history
+    aborted = [error for event, error in history if event == "saga_aborted"]
+    assert len(aborted) == 1 and reason in (aborted[0] or ""), history
+    assert reason in (saga["error"] or ""), saga["error"]
+    assert not [event for event, _ in history if event == "step_timed_out"], history
 
 
 class SagaSystem:
@@ -38,16 +53,21 @@ class SagaSystem:
         env: dict[str, str] | None = None,
         web_token: str | None = None,
         web_read_token: str | None = None,
+        sagas: list[str] | None = None,
     ) -> None:
         """`env` adds `SAGA_*` variables for every process and client, e.g. a secure broker's
         `LocalKafka.client_env()`. `web_token`/`web_read_token` set the workers'
-        SAGA_WEB_TOKEN/SAGA_WEB_READ_TOKEN (None: whatever this process's environment says)."""
+        SAGA_WEB_TOKEN/SAGA_WEB_READ_TOKEN (None: whatever this process's environment says).
+        `sagas` are the modules the workers run (SAGA_SAGAS; None: the example sagas)."""
+        self.saga_modules = sagas or [EXAMPLES]
         self.env = {
             "SAGA_BOOTSTRAP_SERVERS": bootstrap,
             "SAGA_TOPIC_PREFIX": prefix,
             "SAGA_PARTITIONS": str(partitions),
             **(env or {}),
         }
+        if sagas:
+            self.env["SAGA_SAGAS"] = ",".join(sagas)
         if web_token is not None:
             self.env["SAGA_WEB_TOKEN"] = web_token
         if web_read_token is not None:
@@ -61,9 +81,8 @@ class SagaSystem:
         ]
 
     def start(self) -> SagaSystem:
-        asyncio.run(
-            ensure_topics(self.settings, worker_topics(self.settings, load_sagas([EXAMPLES])))
-        )
+        topics = worker_topics(self.settings, load_sagas(self.saga_modules))
+        asyncio.run(ensure_topics(self.settings, topics))
         for service in [self.participants, *self.workers]:
             service.start()
         for service in [self.participants, *self.workers]:
