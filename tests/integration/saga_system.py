@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -26,6 +26,21 @@ FINISHED = frozenset({"completed", "compensated", "failed"})
 HELD = "tests.integration.held_sagas"
 """The module of `held_order` (a create_order that waits an hour at reserve_stock), for
 `SagaSystem(..., sagas=[EXAMPLES, HELD])`."""
+
+
+T = TypeVar("T")
+
+
+def eventually(read: Callable[[], T], ok: Callable[[T], bool], what: str, timeout: float = 30) -> T:
+    """Call `read` until `ok` accepts what it returns; fail at the deadline with `what` and the
+    last value. For counts and views that other processes update a moment after the saga moves."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if ok(value):
+            return value
+        assert time.monotonic() < deadline, f"{what}: not so after {timeout:g}s, last: {value!r}"
+        time.sleep(0.2)  # polling interval
 
 
 def assert_compensated_by_abort(saga: dict[str, Any], reason: str) -> None:
