@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from services import Service, http_json
+from services import READY_TIMEOUT, Service, http_json
 
 from saga_app.client import SagaClient
 from saga_app.connection import aiokafka_options
@@ -41,6 +41,22 @@ def eventually(read: Callable[[], T], ok: Callable[[T], bool], what: str, timeou
             return value
         assert time.monotonic() < deadline, f"{what}: not so after {timeout:g}s, last: {value!r}"
         time.sleep(0.2)  # polling interval
+
+
+class Deadline:
+    """One deadline for a test's successive waits, each given what is left of it: their sum stays
+    under the test's pytest timeout, so a slow run fails at the wait that was slow, saying which,
+    instead of being killed by pytest-timeout with a stack dump."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def left(self, what: str) -> float:
+        """Seconds left for `what`; fails at once, naming it, when none are."""
+        left = self.at - time.monotonic()
+        assert left > 0, f"{what}: out of time ({self.seconds:.0f}s were left for these waits)"
+        return left
 
 
 def assert_compensated_by_abort(saga: dict[str, Any], reason: str) -> None:
@@ -95,13 +111,15 @@ class SagaSystem:
             Service("worker", self.env, workdir, name=f"worker-{i}") for i in range(workers)
         ]
 
-    def start(self) -> SagaSystem:
+    def start(self, timeout: float = READY_TIMEOUT) -> SagaSystem:
+        """Create the topics, start every process and wait until all are ready, within `timeout`."""
+        deadline = Deadline(timeout)
         topics = worker_topics(self.settings, load_sagas(self.saga_modules))
         asyncio.run(ensure_topics(self.settings, topics))
         for service in [self.participants, *self.workers]:
             service.start()
         for service in [self.participants, *self.workers]:
-            service.wait_ready()
+            service.wait_ready(deadline.left(f"{service.name} ready"))
         return self
 
     def stop(self) -> None:
