@@ -28,6 +28,10 @@ STARTED = pytest.StashKey[float]()
 """When a test's setup began (its pytest timeout counts from about then, fixtures included)."""
 STOP_MARGIN = 20.0
 """Seconds of a test's pytest timeout that `deadline` keeps back for stopping its processes."""
+BROKER_READY_TIMEOUT = 90.0
+"""Seconds a broker the tests start may take to be ready. local_kafka's 60 s default is for a
+person at a terminal: a JVM on a 2-core machine with a core kept busy took 38 s, and more when
+other test runs share the machine. Tests that start their own brokers raise their timeouts."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -69,7 +73,11 @@ def _start_local_kafka(
     """Up a LocalKafka on free ports (retrying if another process takes them first)."""
     for attempt in range(3):
         kafka = local_kafka.LocalKafka(
-            local_kafka.free_port(nodes), nodes, state_dir / f"kafka-{attempt}", secure=secure
+            local_kafka.free_port(nodes),
+            nodes,
+            state_dir / f"kafka-{attempt}",
+            secure=secure,
+            ready_timeout=BROKER_READY_TIMEOUT,
         )
         atexit.register(kafka.down)  # for exits that skip fixture teardown
         try:
