@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -149,6 +150,17 @@ class SagaSystem:
                 return [set(o["partitions"]) for o in owned]
             time.sleep(0.2)  # polling interval
         raise AssertionError(f"workers did not split the partitions: {owned}")
+
+    def ids_on_every_partition(self, label: str, per_partition: int = 1) -> list[str]:
+        """Fresh saga ids, `per_partition` on each partition, in partition order: random ids
+        all land on one worker's partitions now and then (8 ids, 2 workers: 1 run in 128)."""
+        ids: list[list[str]] = [[] for _ in range(self.settings.partitions)]
+        while any(len(on) < per_partition for on in ids):
+            saga_id = f"{label}-{uuid.uuid4().hex[:8]}"
+            on = ids[self.catalog.partition_of(saga_id)]
+            if len(on) < per_partition:
+                on.append(saga_id)
+        return [saga_id for on in ids for saga_id in on]
 
     # --- driving sagas -------------------------------------------------------------------------
 

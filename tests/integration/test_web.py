@@ -38,13 +38,17 @@ def cluster(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
     running.stop()
 
 
-def post_saga(worker_url: str, saga_type: str, payload: dict[str, Any]) -> str:
-    status, body = http_json(
-        "POST", f"{worker_url}/sagas", {"saga_type": saga_type, "payload": payload}
-    )
+def post_saga(
+    worker_url: str, saga_type: str, payload: dict[str, Any], saga_id: str | None = None
+) -> str:
+    """POST /sagas (with `saga_id`, or letting the worker make one); the saga's id."""
+    request: dict[str, Any] = {"saga_type": saga_type, "payload": payload}
+    if saga_id is not None:
+        request["saga_id"] = saga_id
+    status, body = http_json("POST", f"{worker_url}/sagas", request)
     assert status == 202, body
-    saga_id: str = body["saga_id"]
-    return saga_id
+    started: str = body["saga_id"]
+    return started
 
 
 def order_payload(**simulate: str) -> dict[str, Any]:
@@ -60,9 +64,12 @@ def order_payload(**simulate: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def started(cluster: SagaSystem) -> list[str]:
-    """Ten sagas POSTed alternately to both workers, all finished."""
+    """Ten sagas POSTed alternately to both workers, all finished: one on each partition (so
+    each worker owns some), then six with ids the workers generate."""
+    chosen = cluster.ids_on_every_partition("web")
     ids = [
-        post_saga(cluster.workers[n % 2].url, "create_order", order_payload()) for n in range(10)
+        post_saga(cluster.workers[n % 2].url, "create_order", order_payload(), saga_id)
+        for n, saga_id in enumerate([*chosen, *[None] * (10 - len(chosen))])
     ]
     for saga_id in ids:
         cluster.wait_for(saga_id)

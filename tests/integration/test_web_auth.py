@@ -69,7 +69,7 @@ def assert_refused(answer: tuple[int, Any], words: str) -> None:
 @pytest.fixture(scope="module")
 def finished(cluster: SagaSystem) -> list[str]:
     """Eight sagas started with the write token, alternately through both workers, all completed."""
-    ids = [f"auth-{n}-{uuid.uuid4().hex[:8]}" for n in range(8)]
+    ids = cluster.ids_on_every_partition("auth", per_partition=2)  # so both workers own some
     for n, saga_id in enumerate(ids):
         status, body = start(cluster.workers[n % 2].url, WRITE_TOKEN, order_payload(), saga_id)
         assert status == 202, body
