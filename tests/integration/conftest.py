@@ -12,6 +12,7 @@ import atexit
 import os
 import re
 import signal
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +21,17 @@ from types import FrameType
 import local_kafka
 import pytest
 
+from tests.integration.saga_system import Deadline
+
 HERE = Path(__file__).resolve().parent
+STARTED = pytest.StashKey[float]()
+"""When a test's setup began (its pytest timeout counts from about then, fixtures included)."""
+STOP_MARGIN = 20.0
+"""Seconds of a test's pytest timeout that `deadline` keeps back for stopping its processes."""
+BROKER_READY_TIMEOUT = 90.0
+"""Seconds a broker the tests start may take to be ready. local_kafka's 60 s default is for a
+person at a terminal: a JVM on a 2-core machine with a core kept busy took 38 s, and more when
+other test runs share the machine. Tests that start their own brokers raise their timeouts."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -29,13 +40,44 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[STARTED] = time.monotonic()
+
+
+def timeout_of(item: pytest.Item) -> float | None:
+    """The test's pytest timeout: its `timeout` marker, else --timeout, else the ini setting."""
+    marker = item.get_closest_marker("timeout")
+    if marker is not None:
+        value = marker.args[0] if marker.args else marker.kwargs.get("timeout")
+    else:
+        value = item.config.getoption("timeout", None) or item.config.getini("timeout")
+    return float(value) if value else None
+
+
+@pytest.fixture
+def deadline(request: pytest.FixtureRequest) -> Deadline:
+    """What is left of this test's pytest timeout, less STOP_MARGIN, for waits made one after
+    another: each takes `deadline.left("what")`, so a slow run fails at the wait that was slow,
+    with its own message, before pytest-timeout kills the test and its teardown."""
+    timeout = timeout_of(request.node)
+    if timeout is None:
+        return Deadline(3600)  # no pytest timeout: only a bound on a stuck run
+    started = request.node.stash.get(STARTED, time.monotonic())
+    return Deadline(started + timeout - STOP_MARGIN - time.monotonic())
+
+
 def _start_local_kafka(
     state_dir: Path, nodes: int = 1, secure: bool = False
 ) -> local_kafka.LocalKafka:
     """Up a LocalKafka on free ports (retrying if another process takes them first)."""
     for attempt in range(3):
         kafka = local_kafka.LocalKafka(
-            local_kafka.free_port(nodes), nodes, state_dir / f"kafka-{attempt}", secure=secure
+            local_kafka.free_port(nodes),
+            nodes,
+            state_dir / f"kafka-{attempt}",
+            secure=secure,
+            ready_timeout=BROKER_READY_TIMEOUT,
         )
         atexit.register(kafka.down)  # for exits that skip fixture teardown
         try:

@@ -7,14 +7,15 @@ import asyncio
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from services import Service, http_json
+from services import READY_TIMEOUT, Service, http_json
 
 from saga_app.client import SagaClient
 from saga_app.connection import aiokafka_options
@@ -23,6 +24,52 @@ from saga_app.settings import Settings
 from saga_app.topology import ensure_topics, worker_topics
 
 FINISHED = frozenset({"completed", "compensated", "failed"})
+HELD = "tests.integration.held_sagas"
+"""The module of `held_order` (a create_order that waits an hour at reserve_stock), for
+`SagaSystem(..., sagas=[EXAMPLES, HELD])`."""
+
+
+T = TypeVar("T")
+
+
+def eventually(read: Callable[[], T], ok: Callable[[T], bool], what: str, timeout: float = 30) -> T:
+    """Call `read` until `ok` accepts what it returns; fail at the deadline with `what` and the
+    last value. For counts and views that other processes update a moment after the saga moves."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if ok(value):
+            return value
+        assert time.monotonic() < deadline, f"{what}: not so after {timeout:g}s, last: {value!r}"
+        time.sleep(0.2)  # polling interval
+
+
+class Deadline:
+    """One deadline for a test's successive waits, each given what is left of it: their sum stays
+    under the test's pytest timeout, so a slow run fails at the wait that was slow, saying which,
+    instead of being killed by pytest-timeout with a stack dump."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def left(self, what: str) -> float:
+        """Seconds left for `what`; fails at once, naming it, when none are."""
+        left = self.at - time.monotonic()
+        assert left > 0, f"{what}: out of time ({self.seconds:.0f}s were left for these waits)"
+        return left
+
+
+def assert_compensated_by_abort(saga: dict[str, Any], reason: str) -> None:
+    """The saga ended `compensated` because an abort with `reason` was applied: the engine
+    recorded one `saga_aborted` with the reason, the saga's error carries it, and no step timed
+    out (so the saga did not roll back by itself)."""
+    history = [(h["event"], h.get("error")) for h in saga["history"]]
+    assert saga["status"] == "compensated", history
+    aborted = [error for event, error in history if event == "saga_aborted"]
+    assert len(aborted) == 1 and reason in (aborted[0] or ""), history
+    assert reason in (saga["error"] or ""), saga["error"]
+    assert not [event for event, _ in history if event == "step_timed_out"], history
 
 
 class SagaSystem:
@@ -38,16 +85,21 @@ class SagaSystem:
         env: dict[str, str] | None = None,
         web_token: str | None = None,
         web_read_token: str | None = None,
+        sagas: list[str] | None = None,
     ) -> None:
         """`env` adds `SAGA_*` variables for every process and client, e.g. a secure broker's
         `LocalKafka.client_env()`. `web_token`/`web_read_token` set the workers'
-        SAGA_WEB_TOKEN/SAGA_WEB_READ_TOKEN (None: whatever this process's environment says)."""
+        SAGA_WEB_TOKEN/SAGA_WEB_READ_TOKEN (None: whatever this process's environment says).
+        `sagas` are the modules the workers run (SAGA_SAGAS; None: the example sagas)."""
+        self.saga_modules = sagas or [EXAMPLES]
         self.env = {
             "SAGA_BOOTSTRAP_SERVERS": bootstrap,
             "SAGA_TOPIC_PREFIX": prefix,
             "SAGA_PARTITIONS": str(partitions),
             **(env or {}),
         }
+        if sagas:
+            self.env["SAGA_SAGAS"] = ",".join(sagas)
         if web_token is not None:
             self.env["SAGA_WEB_TOKEN"] = web_token
         if web_read_token is not None:
@@ -60,14 +112,15 @@ class SagaSystem:
             Service("worker", self.env, workdir, name=f"worker-{i}") for i in range(workers)
         ]
 
-    def start(self) -> SagaSystem:
-        asyncio.run(
-            ensure_topics(self.settings, worker_topics(self.settings, load_sagas([EXAMPLES])))
-        )
+    def start(self, timeout: float = READY_TIMEOUT) -> SagaSystem:
+        """Create the topics, start every process and wait until all are ready, within `timeout`."""
+        deadline = Deadline(timeout)
+        topics = worker_topics(self.settings, load_sagas(self.saga_modules))
+        asyncio.run(ensure_topics(self.settings, topics))
         for service in [self.participants, *self.workers]:
             service.start()
         for service in [self.participants, *self.workers]:
-            service.wait_ready()
+            service.wait_ready(deadline.left(f"{service.name} ready"))
         return self
 
     def stop(self) -> None:
@@ -97,6 +150,17 @@ class SagaSystem:
                 return [set(o["partitions"]) for o in owned]
             time.sleep(0.2)  # polling interval
         raise AssertionError(f"workers did not split the partitions: {owned}")
+
+    def ids_on_every_partition(self, label: str, per_partition: int = 1) -> list[str]:
+        """Fresh saga ids, `per_partition` on each partition, in partition order: random ids
+        all land on one worker's partitions now and then (8 ids, 2 workers: 1 run in 128)."""
+        ids: list[list[str]] = [[] for _ in range(self.settings.partitions)]
+        while any(len(on) < per_partition for on in ids):
+            saga_id = f"{label}-{uuid.uuid4().hex[:8]}"
+            on = ids[self.catalog.partition_of(saga_id)]
+            if len(on) < per_partition:
+                on.append(saga_id)
+        return [saga_id for on in ids for saga_id in on]
 
     # --- driving sagas -------------------------------------------------------------------------
 

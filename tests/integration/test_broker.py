@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import local_kafka
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -160,6 +161,7 @@ async def test_two_consumers_of_one_group_split_the_partitions(
     assert assignments[0] | assignments[1] == everything  # ... and cover every partition
 
 
+@pytest.mark.timeout(240)  # starts a private broker twice, each up to BROKER_READY_TIMEOUT
 async def test_restarted_broker_keeps_its_data(
     kafka_factory: Callable[..., local_kafka.LocalKafka], unique_name: Callable[[str], str]
 ) -> None:

@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from services import free_port, http_json
 
+from tests.integration.saga_system import Deadline
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 SAGA = Path(sys.executable).parent / "saga"
 """The console script installed beside the interpreter running the tests (`.venv/bin/saga`)."""
@@ -111,7 +113,7 @@ def shell(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Shell]:
     running.stop()
 
 
-def test_your_first_saga_runs_as_the_readme_says(shell: Shell) -> None:
+def test_your_first_saga_runs_as_the_readme_says(shell: Shell, deadline: Deadline) -> None:
     """trip.py from README with README's commands: trip-1 completes, trip-2 is compensated."""
     text = section("Your first saga")
     trip = code_blocks(text, "python")[0]  # the block after "Save this as `trip.py`"
@@ -127,14 +129,14 @@ def test_your_first_saga_runs_as_the_readme_says(shell: Shell) -> None:
             shell.spawn(line)
             continue
         if not started:
-            shell.wait_ready()
+            shell.wait_ready(deadline.left("the worker and participants ready"))
             started = True
         if " start " in line:
             saga_id = shell.run(line).strip()
             assert saga_id == shlex.split(line)[shlex.split(line).index("--saga-id") + 1]
         else:
             saga_id = shlex.split(line)[-1]
-            statuses[saga_id] = poll_status(shell, line)
+            statuses[saga_id] = poll_status(shell, line, deadline.left(f"{saga_id} finished"))
 
     first_log_line = json.loads(shell.background[0][1].read_text().splitlines()[0])
     assert first_log_line["sagas"] == ["book_trip v1"]

@@ -16,14 +16,15 @@ import jsonschema
 import pytest
 from services import http_json
 
-from tests.integration.saga_system import SagaSystem
+from saga_app.registry import EXAMPLES
+from tests.integration.saga_system import HELD, Deadline, SagaSystem, assert_compensated_by_abort
 
 
 @pytest.fixture(scope="module")
 def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SagaSystem]:
     workdir: Path = tmp_path_factory.mktemp("sagas")
     prefix = f"t{uuid.uuid4().hex[:8]}."
-    running = SagaSystem(kafka_bootstrap, workdir, prefix).start()
+    running = SagaSystem(kafka_bootstrap, workdir, prefix, sagas=[EXAMPLES, HELD]).start()
     yield running
     running.stop()
 
@@ -101,13 +102,15 @@ def test_credit_limit_is_a_real_domain_failure(system: SagaSystem) -> None:
     assert "credit limit exceeded" in (step(saga, "charge_payment")["error"] or "")
 
 
-def test_step_that_never_answers_is_retried_then_its_effect_compensated(system: SagaSystem) -> None:
+def test_step_that_never_answers_is_retried_then_its_effect_compensated(
+    system: SagaSystem, deadline: Deadline
+) -> None:
     """A silent step times out on every attempt; its possibly-done effect is compensated too."""
     sku = new_id("sku")
     payload = order({"reserve_stock": "timeout"}, qty=STOCK)
     payload["items"][0]["sku"] = sku
     saga_id = system.start_saga("create_order", payload, new_id("silent"))
-    saga = system.wait_for(saga_id, timeout=90)
+    saga = system.wait_for(saga_id, timeout=deadline.left("3 timeouts, then compensated"))
     assert saga["status"] == "compensated", saga
     assert step(saga, "reserve_stock")["attempts"] == 3
     assert [e for e, s in events(saga, "step_timed_out")] == ["step_timed_out"] * 3
@@ -116,7 +119,7 @@ def test_step_that_never_answers_is_retried_then_its_effect_compensated(system: 
         "create_order",
     ]
     # The silent attempts did reserve the whole stock; only its release lets this order through.
-    assert order_of(system, sku, STOCK)["status"] == "completed"
+    assert order_of(system, sku, STOCK, deadline.left("the probe"))["status"] == "completed"
 
 
 @pytest.mark.parametrize("retries", [1, 2])
@@ -139,18 +142,20 @@ def test_failing_compensation_is_retried_until_it_succeeds(system: SagaSystem) -
     assert step(saga, "reserve_stock")["compensation_attempts"] == 3
 
 
-def test_compensation_that_never_succeeds_fails_and_retry_redrives_it(system: SagaSystem) -> None:
+def test_compensation_that_never_succeeds_fails_and_retry_redrives_it(
+    system: SagaSystem, deadline: Deadline
+) -> None:
     """Past its attempts a compensation leaves the saga `failed`; an operator retry finishes it."""
     simulate = {"charge_payment": "fail", "reserve_stock": "fail_compensation:5"}
     saga_id = system.start_saga("create_order", order(simulate), new_id("stuck"))
-    saga = system.wait_for(saga_id)
+    saga = system.wait_for(saga_id, timeout=deadline.left("failed"))
     assert saga["status"] == "failed", saga
     assert step(saga, "reserve_stock")["compensation_attempts"] == 5
     assert "reserve_stock" in (saga["error"] or "")
 
     status, body = http_json("POST", f"{system.url}/sagas/{saga_id}/retry")
     assert status == 202, body
-    saga = system.wait_for(saga_id, frozenset({"compensated"}))
+    saga = system.wait_for(saga_id, frozenset({"compensated"}), deadline.left("re-driven"))
     assert step(saga, "reserve_stock")["compensation_attempts"] == 6
     assert [s for _, s in events(saga, "compensation_succeeded")] == [
         "reserve_stock",
@@ -160,17 +165,15 @@ def test_compensation_that_never_succeeds_fails_and_retry_redrives_it(system: Sa
 
 def test_abort_compensates_a_running_saga(system: SagaSystem) -> None:
     """Aborting a saga while a step is running compensates what was done, with the reason."""
-    saga_id = system.start_saga(
-        "create_order", order({"reserve_stock": "timeout"}), new_id("abort")
-    )
+    # held_order waits an hour at reserve_stock: only the abort can end it within this test.
+    saga_id = system.start_saga("held_order", order({"reserve_stock": "timeout"}), new_id("abort"))
     system.wait_until(saga_id, lambda s: step(s, "reserve_stock")["status"] == "running")
     status, body = http_json(
         "POST", f"{system.url}/sagas/{saga_id}/abort", {"reason": "customer changed their mind"}
     )
     assert status == 202, body
     saga = system.wait_for(saga_id)
-    assert saga["status"] == "compensated", saga
-    assert "customer changed their mind" in (saga["error"] or "")
+    assert_compensated_by_abort(saga, "customer changed their mind")
     assert step(saga, "reserve_stock")["attempts"] == 1
     assert [s for _, s in events(saga, "compensation_succeeded")] == [
         "reserve_stock",
@@ -192,7 +195,7 @@ def test_starting_the_same_saga_twice_makes_one_saga(system: SagaSystem) -> None
     assert len(commands) == 1
 
 
-def test_command_delivered_twice_has_one_effect(system: SagaSystem) -> None:
+def test_command_delivered_twice_has_one_effect(system: SagaSystem, deadline: Deadline) -> None:
     """The same command twice gets the same reply twice but reserves the stock once."""
     saga_id, sku = new_id("dup"), new_id("sku")
     reply_topic = f"{system.catalog.prefix}test.replies.{saga_id}"
@@ -212,22 +215,24 @@ def test_command_delivered_twice_has_one_effect(system: SagaSystem) -> None:
     raw = json.dumps(command).encode()
     system.create_topic(reply_topic)
     system.produce(system.catalog.commands("inventory"), saga_id.encode(), [raw, raw])
-    replies = poll_topic(system, reply_topic, count=2)
+    replies = poll_topic(system, reply_topic, count=2, timeout=deadline.left("the two replies"))
     assert replies[0] == replies[1]
     assert json.loads(replies[0])["outcome"] == "success"
     # Reserved once, 600 of the 1,000 are left; reserved twice, only 200 would be.
-    assert order_of(system, sku, STOCK - 400)["status"] == "completed"
+    assert order_of(system, sku, STOCK - 400, deadline.left("the probe"))["status"] == "completed"
 
 
 STOCK = 1000
 """Units of each sku the inventory participant starts with (DESIGN.md)."""
 
 
-def order_of(system: SagaSystem, sku: str, qty: int) -> dict[str, Any]:
+def order_of(system: SagaSystem, sku: str, qty: int, timeout: float = 60) -> dict[str, Any]:
     """Order `qty` units of `sku` and wait for the saga's end: it completes only if in stock."""
     payload = order(qty=qty)
     payload["items"][0]["sku"] = sku
-    return system.wait_for(system.start_saga("create_order", payload, new_id("probe")))
+    return system.wait_for(
+        system.start_saga("create_order", payload, new_id("probe")), timeout=timeout
+    )
 
 
 def poll_topic(system: SagaSystem, topic: str, count: int, timeout: float = 30) -> list[bytes]:
@@ -273,7 +278,7 @@ def test_bad_messages_are_dead_lettered_and_others_still_complete(system: SagaSy
 
 
 def test_the_published_json_schemas_validate_what_the_processor_emits(
-    system: SagaSystem, tmp_path: Path
+    system: SagaSystem, tmp_path: Path, deadline: Deadline
 ) -> None:
     """Every command, reply, event, request and dead letter of two sagas fits `saga schema`."""
     assert (
@@ -290,12 +295,15 @@ def test_the_published_json_schemas_validate_what_the_processor_emits(
         "create_order", order({"charge_payment": "fail"}), new_id("schema-no")
     )
     for saga_id in (done, undone):
-        system.wait_for(saga_id)
+        system.wait_for(saga_id, timeout=deadline.left(saga_id))
     ghost = new_id("schema-ghost")  # a reply for a saga that does not exist: a dead letter
     system.produce(system.catalog.replies, ghost.encode(), [json.dumps({
         "message_id": "m", "in_reply_to": "c", "saga_id": ghost, "step": "s",
         "kind": "command", "attempt": 1, "outcome": "success"}).encode()])  # fmt: skip
-    letters = deadline_poll(lambda: [d for d in system.dead_letters() if ghost in d["value"]])
+    letters = deadline_poll(
+        lambda: [d for d in system.dead_letters() if ghost in d["value"]],
+        deadline.left("the ghost's dead letter"),
+    )
 
     ours = {done.encode(), undone.encode()}
     c = system.catalog

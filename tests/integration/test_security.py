@@ -21,6 +21,9 @@ from saga_app.topology import ensure_topics, worker_topics
 from tests.integration.saga_system import SagaSystem
 
 EXIT_DEADLINE = 30.0
+pytestmark = pytest.mark.timeout(240)
+"""Over the suite's 120 s: whichever test here runs first also starts the module's SASL_SSL broker
+(a CA, certificates, then up to BROKER_READY_TIMEOUT) and, for the first, a saga system."""
 
 
 def order(simulate: dict[str, str] | None = None) -> dict[str, object]:

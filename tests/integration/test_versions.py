@@ -7,13 +7,14 @@ takes its partitions back at once); the participants run from a module with the 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from services import Service, http_json
 
-from tests.integration.saga_system import SagaSystem
+from tests.integration.saga_system import FINISHED, Deadline, SagaSystem, eventually
 
 V1 = "tests.integration.parcels.v1"
 V2 = "tests.integration.parcels.v2"
@@ -26,8 +27,10 @@ PARTICIPANTS = [
 class Deployment:
     """A SagaSystem whose worker and participants are started and stopped by the test."""
 
-    def __init__(self, system: SagaSystem) -> None:
+    def __init__(self, system: SagaSystem, deadline: Deadline) -> None:
         self.system = system
+        self.deadline = deadline
+        """Shared by every wait of the test: five redeploys in a row must fit its timeout."""
         [worker] = system.workers
         self.worker_port = worker.port
         self.participants: Service | None = None
@@ -38,12 +41,13 @@ class Deployment:
         args = ["--sagas", ",".join(modules)]
         worker = Service("worker", self.system.env, self.system.workdir, name="worker-0",
                          port=self.worker_port, args=args)  # fmt: skip
-        self.system.workers[0] = worker.start().wait_ready()
+        ready = self.deadline.left(f"a worker running {modules}")
+        self.system.workers[0] = worker.start().wait_ready(ready)
 
     def run_participants(self) -> None:
         self.participants = Service(
             "participant", self.system.env, self.system.workdir, name="parcels", args=PARTICIPANTS
-        ).start().wait_ready()  # fmt: skip
+        ).start().wait_ready(self.deadline.left("the participants"))  # fmt: skip
 
     def stop_participants(self) -> None:
         if self.participants is not None:
@@ -52,6 +56,12 @@ class Deployment:
     def start(self, saga_id: str) -> str:
         return self.system.start_saga("ship_parcel", {}, saga_id)
 
+    def wait_until(self, saga_id: str, condition: Callable[[dict[str, Any]], bool]) -> Any:
+        return self.system.wait_until(saga_id, condition, self.deadline.left(saga_id))
+
+    def wait_for(self, saga_id: str, statuses: frozenset[str] = FINISHED) -> Any:
+        return self.system.wait_for(saga_id, statuses, self.deadline.left(saga_id))
+
     def metric(self, name: str) -> float:
         _, text = http_json("GET", f"{self.system.url}/metrics")
         lines = [line for line in str(text).splitlines() if line.startswith(name)]
@@ -59,9 +69,9 @@ class Deployment:
 
 
 @pytest.fixture
-def deployment(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Deployment]:
+def deployment(kafka_bootstrap: str, tmp_path: Path, deadline: Deadline) -> Iterator[Deployment]:
     system = SagaSystem(kafka_bootstrap, tmp_path, f"v{uuid.uuid4().hex[:8]}.")
-    deployment = Deployment(system)
+    deployment = Deployment(system, deadline)
     yield deployment
     deployment.stop_participants()
     system.workers[0].stop()
@@ -80,34 +90,37 @@ def test_sagas_in_flight_end_on_their_version_and_a_missing_version_fails_until_
     deployment.deploy(V1)  # no participants yet: the v1 sagas wait at their first step
     early = [deployment.start(f"early-{i}") for i in range(2)]
     for saga_id in early:
-        assert system.wait_until(saga_id, waiting_at_pack)["version"] == 1
+        assert deployment.wait_until(saga_id, waiting_at_pack)["version"] == 1
 
     deployment.deploy(V1, V2)
     deployment.run_participants()
     for saga_id in early:
-        saga = system.wait_for(saga_id)
+        saga = deployment.wait_for(saga_id)
         assert (saga["status"], saga["version"], len(saga["steps"])) == ("completed", 1, 1)
-    fresh = system.wait_for(deployment.start("fresh"))
+    fresh = deployment.wait_for(deployment.start("fresh"))
     assert (fresh["status"], fresh["version"], len(fresh["steps"])) == ("completed", 2, 2)
 
     deployment.stop_participants()
     deployment.deploy(V1)
     stranded = deployment.start("stranded")
-    assert system.wait_until(stranded, waiting_at_pack)["version"] == 1
+    assert deployment.wait_until(stranded, waiting_at_pack)["version"] == 1
     deployment.deploy(V2)  # v1 is gone; the participant's reply arrives for a v1 saga
     deployment.run_participants()
-    failed = system.wait_for(stranded)
+    failed = deployment.wait_for(stranded)
     assert failed["status"] == "failed"
     assert failed["error"] == (
         "ship_parcel version 1 is not loaded on this worker (loaded versions: 2); "
         "deploy version 1 and retry the saga"
     )
-    assert deployment.metric("saga_definition_missing_total") == 1.0
+    missing = eventually(
+        lambda: deployment.metric("saga_definition_missing_total"), lambda n: n >= 1, "counted"
+    )
+    assert missing == 1.0
 
     deployment.deploy(V1, V2)
     status, _ = http_json("POST", f"{system.url}/sagas/{stranded}/retry", {})
     assert status == 202
-    resumed = system.wait_for(stranded, frozenset({"completed"}))
+    resumed = deployment.wait_for(stranded, frozenset({"completed"}))
     assert (resumed["version"], resumed["context"]["box"]) == (1, f"box-{stranded}")
     assert [e["event"] for e in resumed["history"]] == [
         "saga_started", "step_started", "saga_failed",

@@ -18,26 +18,37 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from services import http_json
 
-from tests.integration.saga_system import SagaSystem
+from saga_app.registry import EXAMPLES
+from tests.integration.saga_system import (
+    HELD,
+    SagaSystem,
+    assert_compensated_by_abort,
+    eventually,
+)
 
 
 @pytest.fixture(scope="module")
 def cluster(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SagaSystem]:
     workdir: Path = tmp_path_factory.mktemp("web")
-    running = SagaSystem(kafka_bootstrap, workdir, f"w{uuid.uuid4().hex[:8]}.", workers=2)
+    prefix = f"w{uuid.uuid4().hex[:8]}."
+    running = SagaSystem(kafka_bootstrap, workdir, prefix, workers=2, sagas=[EXAMPLES, HELD])
     running.start()
     running.wait_until_workers_share_partitions()
     yield running
     running.stop()
 
 
-def post_saga(worker_url: str, saga_type: str, payload: dict[str, Any]) -> str:
-    status, body = http_json(
-        "POST", f"{worker_url}/sagas", {"saga_type": saga_type, "payload": payload}
-    )
+def post_saga(
+    worker_url: str, saga_type: str, payload: dict[str, Any], saga_id: str | None = None
+) -> str:
+    """POST /sagas (with `saga_id`, or letting the worker make one); the saga's id."""
+    request: dict[str, Any] = {"saga_type": saga_type, "payload": payload}
+    if saga_id is not None:
+        request["saga_id"] = saga_id
+    status, body = http_json("POST", f"{worker_url}/sagas", request)
     assert status == 202, body
-    saga_id: str = body["saga_id"]
-    return saga_id
+    started: str = body["saga_id"]
+    return started
 
 
 def order_payload(**simulate: str) -> dict[str, Any]:
@@ -53,9 +64,12 @@ def order_payload(**simulate: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def started(cluster: SagaSystem) -> list[str]:
-    """Ten sagas POSTed alternately to both workers, all finished."""
+    """Ten sagas POSTed alternately to both workers, all finished: one on each partition (so
+    each worker owns some), then six with ids the workers generate."""
+    chosen = cluster.ids_on_every_partition("web")
     ids = [
-        post_saga(cluster.workers[n % 2].url, "create_order", order_payload()) for n in range(10)
+        post_saga(cluster.workers[n % 2].url, "create_order", order_payload(), saga_id)
+        for n, saga_id in enumerate([*chosen, *[None] * (10 - len(chosen))])
     ]
     for saga_id in ids:
         cluster.wait_for(saga_id)
@@ -101,8 +115,23 @@ def test_cluster_list_has_every_saga_newest_first(cluster: SagaSystem, started: 
     assert all(local), "each worker owns some of the sagas"
 
 
+def stats(cluster: SagaSystem, worker: int = 0) -> dict[str, Any]:
+    status, body = http_json("GET", f"{cluster.workers[worker].url}/stats")
+    assert status == 200, body
+    assert isinstance(body, dict)
+    return body
+
+
+def listed(cluster: SagaSystem, query: str = "") -> list[dict[str, Any]]:
+    status, sagas = http_json("GET", f"{cluster.url}/sagas?limit=1000{query}")
+    assert status == 200, sagas
+    assert isinstance(sagas, list)
+    return sagas
+
+
 def test_cluster_list_filters_and_limits(cluster: SagaSystem, started: list[str]) -> None:
     """Filters by status and type apply across the cluster, and limit caps the answer."""
+    compensated_before = stats(cluster, worker=1)["by_status"].get("compensated", 0)
     failing = post_saga(cluster.url, "create_order", order_payload(charge_payment="fail"))
     cluster.wait_for(failing)
     status, compensated = http_json("GET", f"{cluster.url}/sagas?status=compensated")
@@ -111,24 +140,42 @@ def test_cluster_list_filters_and_limits(cluster: SagaSystem, started: list[str]
     assert all(s["status"] == "compensated" for s in compensated)
     _, orders = http_json("GET", f"{cluster.url}/sagas?saga_type=create_order&limit=3")
     assert len(orders) == 3
-    _, none = http_json("GET", f"{cluster.url}/sagas?saga_type=create_run")
-    assert none == []
-    _, stats = http_json("GET", f"{cluster.workers[1].url}/stats")
-    assert stats["by_type"]["create_order"]["completed"] >= len(started)
-    assert stats["by_status"]["compensated"] >= 1
+    assert all(s["saga_type"] == "create_order" for s in orders)
+    everything = listed(cluster)
+    for saga_type in ("create_order", "create_run", "create_experiment"):
+        assert [s["saga_id"] for s in listed(cluster, f"&saga_type={saga_type}")] == [
+            s["saga_id"] for s in everything if s["saga_type"] == saga_type
+        ]
+
+    # Counted across both workers: one more compensated saga than before this test, and as
+    # many completed orders as the cluster lists (whatever other tests have run already).
+    def counts_and_completed() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        return stats(cluster, worker=1), listed(cluster, "&saga_type=create_order&status=completed")
+
+    counts, completed = eventually(
+        counts_and_completed,
+        lambda read: (
+            read[0]["by_status"].get("compensated", 0) >= compensated_before + 1
+            and read[0]["by_type"]["create_order"].get("completed", 0) == len(read[1])
+        ),
+        "/stats counting the failed order and every completed one",
+    )
+    assert counts["by_status"]["compensated"] == compensated_before + 1
+    assert set(started) <= {s["saga_id"] for s in completed}
 
 
 def test_abort_and_retry_through_the_api(cluster: SagaSystem) -> None:
     """Abort compensates a running saga; retry re-drives a failed one, via either worker."""
+    # held_order waits an hour at reserve_stock: only the abort can end it within this test.
     running = post_saga(
-        cluster.workers[0].url, "create_order", order_payload(reserve_stock="timeout")
+        cluster.workers[0].url, "held_order", order_payload(reserve_stock="timeout")
     )
     cluster.wait_for(running, frozenset({"in_progress"}))
     status, _ = http_json(
-        "POST", f"{cluster.workers[1].url}/sagas/{running}/abort", {"reason": "test"}
+        "POST", f"{cluster.workers[1].url}/sagas/{running}/abort", {"reason": "aborted via web"}
     )
     assert status == 202
-    assert cluster.wait_for(running)["status"] == "compensated"
+    assert_compensated_by_abort(cluster.wait_for(running), "aborted via web")
 
     stuck = post_saga(
         cluster.workers[1].url,
@@ -160,19 +207,28 @@ def total_over_workers(cluster: SagaSystem, name: str, **labels: str) -> float:
 
 def test_metrics_move_as_sagas_run(cluster: SagaSystem) -> None:
     """Started and finished counters and the duration histogram grow with each saga."""
-    before = total_over_workers(
-        cluster, "saga_finished_total", saga_type="create_run", status="completed"
-    )
+    counters = {
+        "saga_started_total": {"saga_type": "create_run"},
+        "saga_finished_total": {"saga_type": "create_run", "status": "completed"},
+    }
+
+    def read() -> dict[str, float]:
+        return {
+            name: total_over_workers(cluster, name, **labels) for name, labels in counters.items()
+        }
+
+    before = read()
     ids = [
         post_saga(cluster.url, "create_run", {"experiment_id": "e", "config": {}, "resources": 1})
         for _ in range(3)
     ]
     for saga_id in ids:
-        cluster.wait_for(saga_id)
-    after = total_over_workers(
-        cluster, "saga_finished_total", saga_type="create_run", status="completed"
+        assert cluster.wait_for(saga_id)["status"] == "completed"
+    # The view may show a saga finished a moment before its worker has counted it: poll.
+    after = eventually(
+        read, lambda now: all(now[n] - before[n] >= 3 for n in counters), "3 create_run counted"
     )
-    assert after - before == 3
+    assert {n: after[n] - before[n] for n in counters} == {n: 3 for n in counters}
     text = http_json("GET", f"{cluster.url}/metrics")[1]
     assert "saga_duration_seconds_bucket" in text
     assert "faust_messages_received" in text  # Faust's own sensors on the same page
