@@ -7,6 +7,7 @@ KAFKA_PORT ?= 9092
 NODES ?= 1
 SECURE ?=
 DEMO_ARGS ?=
+CHAOS_ARGS ?=
 
 .DEFAULT_GOAL := help
 
@@ -69,6 +70,10 @@ demo: kafka-fetch ## Set everything up, start Kafka, a worker and the participan
 .PHONY: bench
 bench: venv ## Run the benchmarks (they print figures; they are not tests)
 	$(PY) benchmarks/bench_decide.py
+
+.PHONY: chaos
+chaos: kafka-fetch ## Sagas through worker, broker and participant kills, checked against ledgers (CHAOS_ARGS="--count 500")
+	$(PY) -m benchmarks.chaos $(CHAOS_ARGS)
 
 .PHONY: clean
 clean: ## Remove the virtualenv and caches (keeps downloaded Kafka jars in .cache)
