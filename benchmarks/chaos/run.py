@@ -63,7 +63,7 @@ from benchmarks.chaos.ledger import LEDGER_DIR_ENV, read_ledgers  # noqa: E402
 from benchmarks.chaos.plan import PARTICIPANT_ENV, PlannedSaga, make_plan  # noqa: E402
 from saga_app.client import SagaClient  # noqa: E402
 from saga_app.connection import aiokafka_options  # noqa: E402
-from saga_app.topology import ORCHESTRATOR_APP  # noqa: E402
+from saga_app.topology import ORCHESTRATOR_APP, SAGA_TABLE, changelog  # noqa: E402
 from tests.integration.saga_system import SagaSystem  # noqa: E402
 
 PARTICIPANTS_SPEC = "benchmarks.chaos.ledger:PARTICIPANTS"
@@ -108,6 +108,7 @@ class ChaosReport:
     """Wall time of the first start: fault times are shown relative to it."""
     details: list[dict[str, Any]]
     """Each lost or inconsistent saga in full: plan, view, ledger lines, events."""
+    start_errors: dict[str, int]
 
     def problem_text(self, limit: int = 5) -> str:
         return "\n\n".join(_detail_text(d) for d in self.details[:limit])
@@ -176,6 +177,8 @@ class ChaosRun:
         self.faults: list[Fault] = []
         self.started_at: dict[str, float] = {}
         self.start_failures: dict[str, str] = {}
+        self.start_errors: Counter[str] = Counter()
+        """Why a start request had to be sent again (it may have landed: starts are idempotent)."""
         self.events: list[EventRecord] = []
         self.events_by_saga: dict[str, list[EventRecord]] = defaultdict(list)
         self.finished: dict[str, str] = {}
@@ -269,6 +272,7 @@ class ChaosRun:
                 await client.start(saga.saga_type, saga.payload, saga_id=saga.saga_id)
                 return
             except Exception as e:  # a broker down: the same start again is a no-op if it landed
+                self.start_errors[f"{type(e).__name__}: {e}"[:120]] += 1
                 if time.monotonic() > give_up:
                     self.start_failures[saga.saga_id] = f"{type(e).__name__}: {e}"
                     return
@@ -482,16 +486,15 @@ class ChaosRun:
         with ThreadPoolExecutor(8) as pool:
             return dict(zip(ids, pool.map(fetch, ids), strict=True))
 
-    async def _start_records(self) -> tuple[dict[str, list[str]], dict[int, int]]:
-        """Where each saga's start requests are in `saga.requests` (`p<partition>@<offset>`),
-        and the orchestrator group's committed offset per partition: for the lost sagas."""
+    async def _read_topic(self, topic: str) -> list[Any]:
+        """Every record of `topic` up to its end offsets as they are now."""
         consumer = AIOKafkaConsumer(
-            self.catalog.requests,
+            topic,
             **aiokafka_options(self.settings),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
-        where: dict[str, list[str]] = defaultdict(list)
+        out: list[Any] = []
         await consumer.start()
         try:
             deadline = time.monotonic() + 60
@@ -504,13 +507,32 @@ class ChaosRun:
                 [await consumer.position(tp) < ends[tp] for tp in tps]
             ):
                 for tp, records in (await consumer.getmany(*tps, timeout_ms=500)).items():
-                    for r in records:
-                        if r.key is not None and r.offset < ends[tp]:
-                            where[r.key.decode(errors="replace")].append(
-                                f"p{tp.partition}@{r.offset}"
-                            )
+                    out.extend(r for r in records if r.offset < ends[tp])
         finally:
             await consumer.stop()
+        return out
+
+    async def _diagnostics(self) -> dict[str, Any]:
+        """For the lost sagas: where their start requests and their states are in Kafka, and
+        the orchestrator group's committed offsets."""
+        where: dict[str, list[str]] = defaultdict(list)
+        for r in await self._read_topic(self.catalog.requests):
+            if r.key is not None:
+                where[r.key.decode(errors="replace")].append(f"p{r.partition}@{r.offset}")
+        states: dict[str, list[str]] = defaultdict(list)
+        for r in await self._read_topic(changelog(self.settings, ORCHESTRATOR_APP, SAGA_TABLE)):
+            if r.key is None:
+                continue
+            try:
+                state = json.loads(r.value) if r.value is not None else None
+            except ValueError:
+                state = None
+            shown = (
+                "tombstone"
+                if state is None
+                else (f"{state.get('status')} ({len(state.get('history') or [])} transitions)")
+            )
+            states[r.key.decode(errors="replace")].append(f"p{r.partition}@{r.offset} {shown}")
         admin = AIOKafkaAdminClient(**aiokafka_options(self.settings))
         await admin.start()
         try:
@@ -523,16 +545,16 @@ class ChaosRun:
             for tp, meta in offsets.items()
             if tp.topic == self.catalog.requests
         }
-        return dict(where), committed
+        return {"starts": dict(where), "states": dict(states), "committed": committed}
 
     def check(self) -> ChaosReport:
         say("reading the web views, the ledgers and the events")
         views = self.views()
         try:
-            starts, committed = asyncio.run(self._start_records())
+            found = asyncio.run(self._diagnostics())
         except Exception as e:  # only diagnostics for lost sagas
-            say(f"could not read saga.requests or the group's offsets: {e}")
-            starts, committed = {}, {}
+            say(f"could not read saga.requests, the changelog or the group's offsets: {e}")
+            found = {"starts": {}, "states": {}, "committed": {}}
         ledger = read_ledgers(self.ledger_dir)
         by_saga: dict[str, list[Any]] = defaultdict(list)
         for line in ledger.lines:
@@ -551,12 +573,19 @@ class ChaosRun:
             verdicts.append(verdict)
             if verdict.inconsistent or not verdict.terminal or verdict.view_disagrees_with_events:
                 detail = _detail(obs, verdict, self.start_failures.get(planned.saga_id))
-                detail["start_records"] = starts.get(planned.saga_id, [])
-                detail["committed_offsets"] = committed
+                detail["start_records"] = found["starts"].get(planned.saga_id, [])
+                detail["changelog"] = found["states"].get(planned.saga_id, [])
+                detail["committed_offsets"] = found["committed"]
                 details.append(detail)
         result = figures(verdicts, self.command_copies, ledger.lines, self.faults, self.events)
         report = ChaosReport(
-            result, verdicts, self.faults, self.workdir, self.load_started_at, details
+            result,
+            verdicts,
+            self.faults,
+            self.workdir,
+            self.load_started_at,
+            details,
+            dict(self.start_errors),
         )
         if ledger.unreadable:
             say(f"note: {ledger.unreadable} ledger lines could not be read")
@@ -573,6 +602,7 @@ class ChaosRun:
                     "figures": asdict(report.figures),
                     "faults": [asdict(f) for f in report.faults],
                     "ledger_files": ledger_files,
+                    "start_errors": report.start_errors,
                     "problem_sagas": report.details,
                 },
                 indent=2,
@@ -629,6 +659,8 @@ def _detail_text(d: dict[str, Any]) -> str:
             f"  start requests in saga.requests: {d.get('start_records')}; the orchestrator "
             f"group's committed offsets: {dict(sorted(committed.items()))}"
         )
+    if d["status"] not in TERMINAL:
+        lines.append(f"  states in the sagas changelog: {d.get('changelog')}")
     if d["history"] and d["status"] not in TERMINAL:
         lines += [f"  history: {h}" for h in d["history"]]
     lines += [f"  step: {s}" for s in d["steps"]]
@@ -706,6 +738,9 @@ def format_figures(report: ChaosReport, config: ChaosConfig) -> str:
     text = "\n".join(
         f"  {name:<{width}}  {value:>8}  {note}".rstrip() for name, value, note in rows
     )
+    if report.start_errors:
+        errors = "; ".join(f"{n} x {e}" for e, n in report.start_errors.items())
+        text += f"\n  start requests sent again after an error: {errors}"
     return text + "\n" + format_faults(report)
 
 
