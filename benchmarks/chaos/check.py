@@ -15,6 +15,9 @@ Pure functions over what the run collected, so they are unit-tested without a br
   succeeded in the saga's history. The pivot itself may have taken effect when its outcome was in
   doubt (it timed out); then it must have been refunded like any other step.
 - `failed` (a compensation ran out of attempts): only the rules that always apply.
+- And `saga.events` never announces two different final statuses for one saga (say
+  `completed`, then `compensated` after a state regressed on a takeover): whoever acted on the
+  first was misled, even when the ledgers agree with the last.
 
 A saga whose web view is not terminal by the deadline is *lost*, whatever its ledger says.
 """
@@ -214,6 +217,12 @@ def check_saga(obs: SagaObservation) -> Verdict:
         )
 
     terminal_events = [e for e in obs.events if e.value.get("status") in TERMINAL]
+    announced = list(dict.fromkeys(str(e.value["status"]) for e in terminal_events))
+    if len(announced) > 1:
+        problems.append(
+            f"saga.events announced it {' and later '.join(announced)}: "
+            + "; ".join(e.brief() for e in terminal_events)
+        )
     latency = None
     if obs.started_at is not None:
         if terminal_events:

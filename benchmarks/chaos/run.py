@@ -533,6 +533,17 @@ class ChaosRun:
                 else (f"{state.get('status')} ({len(state.get('history') or [])} transitions)")
             )
             states[r.key.decode(errors="replace")].append(f"p{r.partition}@{r.offset} {shown}")
+        dead: dict[str, list[str]] = defaultdict(list)
+        for r in await self._read_topic(self.catalog.dlq):
+            try:
+                letter = json.loads(r.value)
+            except (TypeError, ValueError):
+                continue
+            key = r.key.decode(errors="replace") if r.key else str(letter.get("key"))
+            dead[key].append(
+                f"{letter.get('topic')} p{letter.get('partition')}@{letter.get('offset')}: "
+                f"{str(letter.get('error'))[:160]}"
+            )
         admin = AIOKafkaAdminClient(**aiokafka_options(self.settings))
         await admin.start()
         try:
@@ -545,7 +556,12 @@ class ChaosRun:
             for tp, meta in offsets.items()
             if tp.topic == self.catalog.requests
         }
-        return {"starts": dict(where), "states": dict(states), "committed": committed}
+        return {
+            "starts": dict(where),
+            "states": dict(states),
+            "dead_letters": dict(dead),
+            "committed": committed,
+        }
 
     def check(self) -> ChaosReport:
         say("reading the web views, the ledgers and the events")
@@ -554,7 +570,7 @@ class ChaosRun:
             found = asyncio.run(self._diagnostics())
         except Exception as e:  # only diagnostics for lost sagas
             say(f"could not read saga.requests, the changelog or the group's offsets: {e}")
-            found = {"starts": {}, "states": {}, "committed": {}}
+            found = {"starts": {}, "states": {}, "dead_letters": {}, "committed": {}}
         ledger = read_ledgers(self.ledger_dir)
         by_saga: dict[str, list[Any]] = defaultdict(list)
         for line in ledger.lines:
@@ -575,6 +591,7 @@ class ChaosRun:
                 detail = _detail(obs, verdict, self.start_failures.get(planned.saga_id))
                 detail["start_records"] = found["starts"].get(planned.saga_id, [])
                 detail["changelog"] = found["states"].get(planned.saga_id, [])
+                detail["dead_letters"] = found["dead_letters"].get(planned.saga_id, [])
                 detail["committed_offsets"] = found["committed"]
                 details.append(detail)
         result = figures(verdicts, self.command_copies, ledger.lines, self.faults, self.events)
@@ -661,6 +678,7 @@ def _detail_text(d: dict[str, Any]) -> str:
         )
     if d["status"] not in TERMINAL:
         lines.append(f"  states in the sagas changelog: {d.get('changelog')}")
+        lines.append(f"  its messages in saga.dlq: {d.get('dead_letters')}")
     if d["history"] and d["status"] not in TERMINAL:
         lines += [f"  history: {h}" for h in d["history"]]
     lines += [f"  step: {s}" for s in d["steps"]]

@@ -181,6 +181,21 @@ def test_an_effect_reapplied_after_its_compensation_is_caught() -> None:
     assert any("reserve_stock applied again after its compensation" in p for p in found), found
 
 
+def test_two_different_final_statuses_on_saga_events_are_an_inconsistency() -> None:
+    """A saga announced completed and later compensated contradicted itself."""
+    script = Script()
+    for step in ORDER_STEPS:
+        script.add(step)
+    events = [
+        EventRecord(0, 7, 1.0, {"saga_id": "s-1", "seq": 9, "status": "completed"}),
+        EventRecord(0, 9, 2.0, {"saga_id": "s-1", "seq": 12, "status": "compensated"}),
+    ]
+    obs = SagaObservation(order(), 0.0, view("completed"), script.lines, events)
+    verdict = check_saga(obs)
+    assert verdict.view_disagrees_with_events
+    assert any("announced it completed and later compensated" in p for p in verdict.problems)
+
+
 @pytest.mark.parametrize(
     ("simulate", "status", "commands", "compensations"),
     [
