@@ -260,7 +260,7 @@ class Fault:
     at: float
     """Wall time of the kill."""
     partitions: list[int] = field(default_factory=list)
-    """The saga partitions the killed worker held (all of them for a broker)."""
+    """The saga partitions the killed worker held (for a broker: those the live workers held)."""
     restarted_at: float | None = None
     ready_at: float | None = None
     starts: int = 0

@@ -322,7 +322,17 @@ class ChaosRun:
 
     async def _kill_broker(self) -> None:
         node = self.rng.choice([n.node_id for n in self.kafka.node_list])
-        fault = Fault("broker", f"node-{node}", time.time(), list(range(self.config.partitions)))
+        # The stall is measured on the partitions a live worker holds: those of a worker that is
+        # down or gone wait for it whatever the brokers do.
+        healthy = sorted(
+            {
+                p
+                for w in self.system.workers
+                if w.name not in self.gone and w.name not in self.down
+                for p in self.partitions.get(w.name, [])
+            }
+        )
+        fault = Fault("broker", f"node-{node}", time.time(), healthy)
         self.faults.append(fault)
         self.broker_down = node
         await asyncio.to_thread(self.kafka.kill_node, node)
