@@ -8,8 +8,9 @@ failover) and the participants' command topics (re-sent copies) while the faults
 
 - `periodic` (the default, `make chaos`): kill -9 a worker every `kill_every` seconds and
   restart it `restart_delay` seconds later (round robin over the workers still in service);
-  at 30 % of the load kill -9 a broker and restart it `broker_down` seconds later; at 50 % kill
-  a worker for good; at 70 % kill -9 the participants and restart them.
+  at about 30 % of the load kill -9 a broker and restart it `broker_down` seconds later; at
+  about 50 % kill a worker for good; at about 70 % kill -9 the participants and restart them
+  (each halfway between two worker kills).
 - `once` (the test): one fault of each kind, spread over the load: a worker kill -9 and
   restart, the participants' kill -9 and restart, a worker killed for good, a broker kill -9.
 
@@ -129,10 +130,14 @@ def fault_schedule(config: ChaosConfig, window: float) -> list[tuple[float, Faul
             (0.5 * window, "worker_gone"),
             (0.7 * window, "broker"),
         ]
+
+    def between_kills(share: float) -> float:  # halfway between two periodic worker kills
+        return (int(share * window / config.kill_every) + 0.5) * config.kill_every
+
     plan: list[tuple[float, FaultKind]] = [
-        (0.3 * window, "broker"),
-        (0.5 * window, "worker_gone"),
-        (0.7 * window, "participants"),
+        (between_kills(0.3), "broker"),
+        (between_kills(0.5), "worker_gone"),
+        (between_kills(0.7), "participants"),
     ]
     ticks = itertools.count(1)
     while (at := next(ticks) * config.kill_every) < window:
@@ -293,9 +298,11 @@ class ChaosRun:
             self.faults.append(Fault(kind, "?", time.time(), error=f"{type(e).__name__}: {e}"))
 
     def _pick_worker(self) -> Service | None:
+        """The next worker in service, marked down at once (two faults never pick the same)."""
         for _ in range(len(self.system.workers)):
             worker = next(self._next_worker)
             if worker.name not in self.gone and worker.name not in self.down:
+                self.down.add(worker.name)
                 return worker
         return None
 
@@ -307,7 +314,6 @@ class ChaosRun:
         owned = await asyncio.to_thread(self._owned, worker) or self.partitions.get(worker.name, [])
         fault = Fault(kind, worker.name, time.time(), partitions=list(owned))
         self.faults.append(fault)
-        self.down.add(worker.name)
         await asyncio.to_thread(worker.stop, signal.SIGKILL)
         if kind == "worker_gone":
             self.gone.add(worker.name)
@@ -523,12 +529,17 @@ class ChaosRun:
         return out
 
     async def _diagnostics(self) -> dict[str, Any]:
-        """For the lost sagas: where their start requests and their states are in Kafka, and
-        the orchestrator group's committed offsets."""
+        """For the lost sagas: where their requests (start, and the sweeper's timeouts) and
+        their states are in Kafka, their dead letters, and the orchestrator group's committed
+        offsets."""
         where: dict[str, list[str]] = defaultdict(list)
         for r in await self._read_topic(self.catalog.requests):
+            try:
+                kind = json.loads(r.value).get("type")
+            except (TypeError, ValueError, AttributeError):
+                kind = "unreadable"
             if r.key is not None:
-                where[r.key.decode(errors="replace")].append(f"p{r.partition}@{r.offset}")
+                where[r.key.decode(errors="replace")].append(f"p{r.partition}@{r.offset} {kind}")
         states: dict[str, list[str]] = defaultdict(list)
         for r in await self._read_topic(changelog(self.settings, ORCHESTRATOR_APP, SAGA_TABLE)):
             if r.key is None:
@@ -683,7 +694,7 @@ def _detail_text(d: dict[str, Any]) -> str:
     if d["status"] not in TERMINAL:
         committed = d.get("committed_offsets", {})
         lines.append(
-            f"  start requests in saga.requests: {d.get('start_records')}; the orchestrator "
+            f"  its requests in saga.requests: {d.get('start_records')}; the orchestrator "
             f"group's committed offsets: {dict(sorted(committed.items()))}"
         )
     if d["status"] not in TERMINAL:
@@ -698,7 +709,11 @@ def _detail_text(d: dict[str, Any]) -> str:
 
 
 def _last_line(text: str) -> str:
+    """The line of a process's log tail that says why it stopped, else its last line."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "cannot start" in line or "[^Worker]: Error" in line or line.startswith("Traceback"):
+            return line[:300]
     return lines[-1][:300] if lines else text[:300]
 
 
