@@ -7,6 +7,7 @@ KAFKA_PORT ?= 9092
 NODES ?= 1
 SECURE ?=
 DEMO_ARGS ?=
+CHAOS_ARGS ?=
 
 .DEFAULT_GOAL := help
 
@@ -73,6 +74,10 @@ bench: venv ## Run the benchmarks (they print figures; they are not tests)
 .PHONY: bench-rebalance
 bench-rebalance: kafka-fetch ## What a rebalance costs: records read again, seconds until sagas move on
 	$(PY) benchmarks/rebalance.py
+
+.PHONY: chaos
+chaos: kafka-fetch ## Sagas through worker, broker and participant kills, checked against ledgers (CHAOS_ARGS="--count 500")
+	$(PY) -m benchmarks.chaos $(CHAOS_ARGS)
 
 .PHONY: clean
 clean: ## Remove the virtualenv and caches (keeps downloaded Kafka jars in .cache)
