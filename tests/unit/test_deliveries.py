@@ -115,3 +115,20 @@ async def test_nothing_pending_settles_at_once() -> None:
     deliveries.track(done, "early")
     await deliveries.settle()
     assert len(deliveries) == 0 and deliveries.failures == 0
+
+
+def test_a_commit_never_skips_an_offset_the_agent_did_not_process(app: Any) -> None:
+    """Offset 6, the committed one, was read but never acknowledged by the agent: nothing is
+    committed past it (Faust let one such record through)."""
+    from faust.types import TP
+
+    consumer = app.consumer
+    tp = TP("t.saga.requests", 5)
+    consumer._rewind = lambda *args: None  # the re-read needs a running consumer
+    consumer._committed_offset[tp] = 6
+    consumer._acked[tp] = [7, 8, 9, 10]
+    consumer._acked_index[tp] = {7, 8, 9, 10}
+    assert consumer._new_offset(tp) is None
+    consumer._acked[tp] = [6, 7, 8, 9, 10]
+    consumer._acked_index[tp] = {6, 7, 8, 9, 10}
+    assert consumer._new_offset(tp) == 11
