@@ -25,6 +25,7 @@ def system(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
     workdir: Path = tmp_path_factory.mktemp("sagas")
     prefix = f"t{uuid.uuid4().hex[:8]}."
     running = SagaSystem(kafka_bootstrap, workdir, prefix, sagas=[EXAMPLES, HELD]).start()
+    running.warm_up()  # the tests count attempts: not while the groups may still settle
     yield running
     running.stop()
 
