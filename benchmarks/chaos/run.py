@@ -350,7 +350,8 @@ class ChaosRun:
             fault.ready_at = time.time()
             say(f"broker node {node} back after {fault.ready_at - fault.at:.1f} s")
         except Exception as e:
-            fault.error = f"{type(e).__name__}: {e}"
+            first = (str(e).splitlines() or [""])[0]  # the rest is the nodes' log tails
+            fault.error = f"{type(e).__name__}: {first}"
             say(f"broker node {node} did not come back: {fault.error}")
         self.broker_down = None
 
