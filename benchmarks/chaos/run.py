@@ -308,6 +308,12 @@ class ChaosRun:
 
     async def _kill_worker(self, kind: FaultKind) -> None:
         worker = self._pick_worker()
+        if worker is None and kind == "worker_gone":  # not to be skipped: wait for a worker
+            say(f"{kind}: every worker is down; waiting for one to be back")
+            give_up = time.monotonic() + RESTART_PATIENCE
+            while worker is None and time.monotonic() < give_up:
+                await asyncio.sleep(0.5)  # polling the restarts in progress
+                worker = self._pick_worker()
         if worker is None:
             say(f"{kind}: every worker is down or gone; skipped")
             return
