@@ -275,6 +275,20 @@ def _cmdline(pid: int) -> list[str]:
     return out.stdout.split()
 
 
+def _wait_for_exec(proc: subprocess.Popen[bytes], marker: str, timeout: float = 10.0) -> None:
+    """Wait until the child's command line shows `marker`.
+
+    Popen returns once the child has called exec, a moment before the kernel shows its new
+    command line: /proc/<pid>/cmdline is empty in between, and on a busy machine that moment
+    lasts long enough for `pid()` to take the node for dead (and `_terminate` to orphan it).
+    """
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if marker in _cmdline(proc.pid):
+            return
+        time.sleep(0.01)
+
+
 def _tail(lines: list[str], count: int) -> str:
     return "\n".join(lines[-count:])
 
@@ -676,6 +690,7 @@ class LocalKafka:
                 )
             self._procs[node.node_id] = proc
             node.pid_file.write_text(f"{proc.pid}\n")
+            _wait_for_exec(proc, str(node.properties))
 
     def _wait_ready(self, nodes: list[Node], started: float) -> None:
         """Wait until the cluster metadata lists all nodes; on failure stop ``nodes``, show logs."""
@@ -742,6 +757,10 @@ class LocalKafka:
     def _terminate(self, node_ids: list[int], sig: signal.Signals, timeout: float) -> None:
         """Signal the nodes' processes, wait for them to exit, SIGKILL them at the deadline."""
         pids = {i: pid for i in node_ids if (pid := self.pid(i)) is not None}
+        for node_id in node_ids:  # a process we started is ours even if its pid file is not
+            proc = self._procs.get(node_id)
+            if node_id not in pids and proc is not None and proc.poll() is None:
+                pids[node_id] = proc.pid
         for pid in pids.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)

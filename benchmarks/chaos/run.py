@@ -308,6 +308,12 @@ class ChaosRun:
 
     async def _kill_worker(self, kind: FaultKind) -> None:
         worker = self._pick_worker()
+        if worker is None and kind == "worker_gone":  # not to be skipped: wait for a worker
+            say(f"{kind}: every worker is down; waiting for one to be back")
+            give_up = time.monotonic() + RESTART_PATIENCE
+            while worker is None and time.monotonic() < give_up:
+                await asyncio.sleep(0.5)  # polling the restarts in progress
+                worker = self._pick_worker()
         if worker is None:
             say(f"{kind}: every worker is down or gone; skipped")
             return
@@ -345,13 +351,23 @@ class ChaosRun:
         say(f"kill -9 broker node {node}; restart in {self.config.broker_down:g} s")
         await asyncio.sleep(self.config.broker_down)  # the fault's planned downtime
         fault.restarted_at = time.time()
-        try:
-            await asyncio.to_thread(self.kafka.start_node, node)
+        give_up = time.monotonic() + RESTART_PATIENCE
+        while True:  # started again when it is not ready in time, as a supervisor would
+            fault.starts += 1
+            try:
+                await asyncio.to_thread(self.kafka.start_node, node)
+            except Exception as e:
+                first = (str(e).splitlines() or [""])[0]  # the rest is the nodes' log tails
+                if time.monotonic() < give_up:
+                    say(f"broker node {node} did not start ({first}); starting it again")
+                    fault.failed_starts.append(first)
+                    continue
+                fault.error = f"{type(e).__name__}: {first}"
+                say(f"broker node {node} did not come back: {fault.error}")
+                break
             fault.ready_at = time.time()
             say(f"broker node {node} back after {fault.ready_at - fault.at:.1f} s")
-        except Exception as e:
-            fault.error = f"{type(e).__name__}: {e}"
-            say(f"broker node {node} did not come back: {fault.error}")
+            break
         self.broker_down = None
 
     async def _kill_participants(self) -> None:
