@@ -97,7 +97,7 @@ class _SagaConsumer(Consumer):
         self._rewinds: set[asyncio.Future[Any]] = set()
 
     def _new_offset(self, tp: TP) -> int | None:
-        """Commit only a run of processed offsets that starts where reading started.
+        """Commit only a run of processed offsets that starts at the committed offset.
 
         Faust's own check (`min(acked) - committed > 1`) lets one unprocessed record through:
         a record read but never handed to the agent (dropped around a rebalance) could be

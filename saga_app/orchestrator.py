@@ -84,9 +84,10 @@ class Orchestrator:
 
     Outputs are queued, not awaited: the producer's flush before each offset commit waits until
     the broker acknowledged them and the saga's changelog record (saga_app.deliveries), so a
-    crash before the commit replays the record. If the replayed record finds its
-    effect already stored (the local store is written at once), the engine calls it a duplicate,
-    and the saga's outstanding command is sent again under its same message id.
+    crash before the commit replays the record. If a record read again after a takeover changes
+    nothing (its effect was stored before the crash, or it no longer applies), the saga's
+    outstanding command is sent again under its same message id and its state stored again
+    (`_catch_up`).
     """
 
     def __init__(
