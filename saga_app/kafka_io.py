@@ -99,20 +99,42 @@ class _SagaConsumer(Consumer):
     def _new_offset(self, tp: TP) -> int | None:
         """Commit only a run of processed offsets that starts at the committed offset.
 
-        Faust's own check (`min(acked) - committed > 1`) lets one unprocessed record through:
-        a record read but never handed to the agent (dropped around a rebalance) could be
-        committed past. Without the record, the commit waits and the partition is read again
-        from the first unprocessed offset (the engine makes the repeats harmless). Before a
-        partition's first commit faust checks nothing, and neither can this (the start is
-        unknown without asking the broker in the middle of a rebalance).
+        Faust refuses a run that starts two or more offsets past the committed one, and then
+        never commits that partition again. Here the partition is also read again from the
+        committed offset, so a record read but dropped (around a rebalance) is processed and
+        the commits go on (the engine makes the repeats harmless). A gap of one offset is let
+        through as faust does: a transaction's commit marker takes an offset no record is read
+        at, and faust's gap bookkeeping leaves out the one at the committed offset. A partition
+        never committed counts from its log start (`perform_seek`).
         """
         acked = self._acked[tp]
         committed = self._committed_offset[tp]
-        if acked and committed is not None and committed >= 0 and min(acked) > committed:
+        if acked and committed is not None and committed >= 0 and min(acked) - committed > 1:
             self._rewind(tp, committed, min(acked))
             return None
         offset: int | None = super()._new_offset(tp)
         return offset
+
+    async def perform_seek(self) -> None:
+        """Seek to the committed offsets, and a never-committed input partition to its log start.
+
+        Faust leaves a partition nothing was committed for where the fetcher happens to be and
+        records no committed offset for it, so nothing checks its first commit: records read
+        but dropped (flow stopped for a rebalance, a batch cut short by a new generation) were
+        committed past, and their sagas never started. From the log start, faust's seek-back
+        after dropping a fetch reads them again, and `_new_offset` sees any other such gap.
+        """
+        await super().perform_seek()
+        never_committed = [
+            tp
+            for tp in self.assignment()
+            if self._committed_offset.get(tp) is None and self.app.topics.acks_enabled_for(tp.topic)
+        ]
+        if never_committed:
+            starts = await self.earliest_offsets(*never_committed)
+            for tp in never_committed:
+                await self.seek(tp, starts[tp])
+                self._committed_offset[tp] = starts[tp]
 
     def _rewind(self, tp: TP, start: int, first_acked: int) -> None:
         if self._rewound.get(tp) == start:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from services import READY_TIMEOUT, Service, http_json
@@ -21,7 +21,8 @@ from saga_app.client import SagaClient
 from saga_app.connection import aiokafka_options
 from saga_app.registry import EXAMPLES, load_sagas
 from saga_app.settings import Settings
-from saga_app.topology import ensure_topics, worker_topics
+from saga_app.topology import ORCHESTRATOR_APP, ensure_topics, worker_topics
+from topics import StartSaga
 
 FINISHED = frozenset({"completed", "compensated", "failed"})
 HELD = "tests.integration.held_sagas"
@@ -205,6 +206,59 @@ class SagaSystem:
 
         asyncio.run(send())
         return [saga_id for _, _, saga_id in sagas]
+
+    def start_in_transactions(
+        self, transactions: list[list[tuple[str, dict[str, Any], str]]]
+    ) -> None:
+        """Start sagas the way a transactional producer (an outbox relay, Kafka Streams) does:
+        each inner list in one committed transaction, so commit markers sit between them."""
+
+        async def send() -> None:
+            producer = AIOKafkaProducer(
+                **aiokafka_options(self.settings), transactional_id=f"starter-{uuid.uuid4().hex}"
+            )
+            await producer.start()
+            try:
+                for sagas in transactions:
+                    async with producer.transaction():
+                        for saga_type, payload, saga_id in sagas:
+                            start = StartSaga(saga_id=saga_id, saga_type=saga_type, payload=payload)
+                            await producer.send(
+                                self.catalog.requests,
+                                start.model_dump_json().encode(),
+                                key=self.catalog.key(saga_id),
+                            )
+            finally:
+                await producer.stop()
+
+        asyncio.run(send())
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        async def read() -> dict[int, int]:
+            consumer = AIOKafkaConsumer(**aiokafka_options(self.settings))
+            await consumer.start()
+            try:
+                tps = [TopicPartition(topic, p) for p in range(self.settings.partitions)]
+                return {tp.partition: end for tp, end in (await consumer.end_offsets(tps)).items()}
+            finally:
+                await consumer.stop()
+
+        return asyncio.run(read())
+
+    def committed_offsets(self, topic: str) -> dict[int, int]:
+        """The orchestrator group's committed offsets of `topic`, by partition."""
+
+        async def read() -> dict[int, int]:
+            admin = AIOKafkaAdminClient(**aiokafka_options(self.settings))
+            await admin.start()
+            try:
+                group = f"{self.settings.topic_prefix}{ORCHESTRATOR_APP}"
+                offsets = await admin.list_consumer_group_offsets(group)
+            finally:
+                await admin.close()
+            return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+        return asyncio.run(read())
 
     def produce(self, topic: str, key: bytes | None, values: list[bytes]) -> None:
         """Produce raw values (possibly garbage) to a topic, acknowledged by the broker."""

@@ -17,7 +17,13 @@ import pytest
 from services import http_json
 
 from saga_app.registry import EXAMPLES
-from tests.integration.saga_system import HELD, Deadline, SagaSystem, assert_compensated_by_abort
+from tests.integration.saga_system import (
+    HELD,
+    Deadline,
+    SagaSystem,
+    assert_compensated_by_abort,
+    eventually,
+)
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +200,28 @@ def test_starting_the_same_saga_twice_makes_one_saga(system: SagaSystem) -> None
     key = saga_id.encode()
     commands = [v for k, v in system.read_topic(system.catalog.commands("orders")) if k == key]
     assert len(commands) == 1
+
+
+def test_sagas_started_in_transactions_run_and_their_offsets_are_committed(
+    system: SagaSystem, deadline: Deadline
+) -> None:
+    """Starts from a transactional producer: a commit marker follows each transaction, an offset
+    no record is read at. Every saga runs, and the worker's commits get past the markers rather
+    than wait forever for a record that does not exist (then every restart replays it all)."""
+    batches = [system.ids_on_every_partition(f"tx{n}") for n in range(3)]
+    system.start_in_transactions(
+        [[("create_order", order(), saga_id) for saga_id in batch] for batch in batches]
+    )
+    ends = system.end_offsets(system.catalog.requests)  # each one just past a commit marker
+    for saga_id in (saga_id for batch in batches for saga_id in batch):
+        saga = system.wait_for(saga_id, timeout=deadline.left(f"{saga_id} finished"))
+        assert saga["status"] == "completed", saga
+    eventually(
+        lambda: system.committed_offsets(system.catalog.requests),
+        lambda committed: all(committed.get(p, -1) >= end - 1 for p, end in ends.items()),
+        f"the orchestrator committed up to the last commit markers {ends}",
+        timeout=deadline.left("offsets committed"),
+    )
 
 
 def test_command_delivered_twice_has_one_effect(system: SagaSystem, deadline: Deadline) -> None:

@@ -117,18 +117,56 @@ async def test_nothing_pending_settles_at_once() -> None:
     assert len(deliveries) == 0 and deliveries.failures == 0
 
 
-def test_a_commit_never_skips_an_offset_the_agent_did_not_process(app: Any) -> None:
-    """Offset 6, the committed one, was read but never acknowledged by the agent: nothing is
-    committed past it (Faust let one such record through)."""
+def test_a_commit_never_skips_records_the_agent_did_not_process(app: Any) -> None:
+    """Offsets 6 and 7 were read but never acknowledged by the agent: nothing is committed past
+    them and the partition is read again from 6. A gap of one offset (a transaction's commit
+    marker at the committed offset) is committed past, as faust does."""
     from faust.types import TP
 
     consumer = app.consumer
     tp = TP("t.saga.requests", 5)
-    consumer._rewind = lambda *args: None  # the re-read needs a running consumer
+    rewinds: list[tuple[Any, ...]] = []
+    consumer._rewind = lambda *args: rewinds.append(args)  # the seek needs a running consumer
     consumer._committed_offset[tp] = 6
+    consumer._acked[tp] = [8, 9, 10]
+    consumer._acked_index[tp] = {8, 9, 10}
+    assert consumer._new_offset(tp) is None
+    assert rewinds == [(tp, 6, 8)]
     consumer._acked[tp] = [7, 8, 9, 10]
     consumer._acked_index[tp] = {7, 8, 9, 10}
-    assert consumer._new_offset(tp) is None
-    consumer._acked[tp] = [6, 7, 8, 9, 10]
-    consumer._acked_index[tp] = {6, 7, 8, 9, 10}
     assert consumer._new_offset(tp) == 11
+
+
+async def test_a_never_committed_input_partition_is_read_from_its_log_start(app: Any) -> None:
+    """Faust leaves such a partition where the fetcher happens to be, with no committed offset
+    to check its first commit against: records dropped before it were committed past. The
+    input partition is sought to its log start, a changelog partition is left to recovery."""
+    from faust.types import TP
+
+    consumer = app.consumer
+    requests, committed, changelog = (
+        TP("t.saga.requests", 0),
+        TP("t.saga.requests", 1),
+        TP("t.saga-orchestrator-sagas-changelog", 0),
+    )
+    app.topics._acking_topics.add("t.saga.requests")
+    seeks: dict[TP, int] = {}
+
+    async def seek_to_committed() -> dict[TP, int | None]:
+        return {requests: None, committed: 42, changelog: None}
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return {tp: 7 for tp in tps}
+
+    async def seek(tp: TP, offset: int) -> None:
+        seeks[tp] = offset
+
+    consumer.seek_to_committed = seek_to_committed
+    consumer.earliest_offsets = earliest_offsets
+    consumer.seek = seek
+    consumer.assignment = lambda: {requests, committed, changelog}
+    await consumer.perform_seek()
+    assert seeks == {requests: 7}
+    assert consumer._committed_offset[requests] == 7
+    assert consumer._committed_offset[committed] == 42
+    assert consumer._committed_offset[changelog] is None
