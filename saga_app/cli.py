@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"saga {args.command}: {e}", file=sys.stderr)
         return 2
     except (SagaError, KafkaError, TimeoutError) as e:
-        print(f"saga {args.command}: cannot start: {e or type(e).__name__}", file=sys.stderr)
+        print(f"saga {args.command}: cannot start: {str(e) or type(e).__name__}", file=sys.stderr)
         return 1
 
 
@@ -107,7 +107,13 @@ def prepare_cluster(settings: Settings, topics: TopicPlan) -> Settings:
 
     async def prepare() -> Settings:
         await check_connection(settings)
-        return await asyncio.wait_for(ensure_topics(settings, topics), PREPARE_TIMEOUT)
+        try:
+            return await asyncio.wait_for(ensure_topics(settings, topics), PREPARE_TIMEOUT)
+        except TimeoutError:
+            raise TimeoutError(
+                f"the cluster did not create and describe the topics within {PREPARE_TIMEOUT:g} s;"
+                " check that its brokers are up, then start again"
+            ) from None
 
     return asyncio.run(prepare())
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import faust
 import pytest
+from aiokafka.errors import KafkaConnectionError, NodeNotReadyError
 
+from saga_app import cli
 from saga_app.connection import aiokafka_options
 from saga_app.errors import ClusterMismatch
 from saga_app.kafka_io import faust_credentials, make_faust_app
@@ -156,3 +158,27 @@ def test_a_topic_with_another_partition_count_is_named_with_both_counts() -> Non
     check_partitions(settings, {"a": 8, "b": 8})
     with pytest.raises(ClusterMismatch, match="topic b has 4 partitions but SAGA_PARTITIONS is 8"):
         check_partitions(settings, {"a": 8, "b": 4})
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (NodeNotReadyError(), "NodeNotReadyError"),
+        (TimeoutError(), "TimeoutError"),
+        (
+            KafkaConnectionError("Connection at b1:9092 closed"),
+            "KafkaConnectionError: Connection at b1:9092 closed",
+        ),
+    ],
+)
+def test_a_failed_start_always_says_why(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], error: Exception, said: str
+) -> None:
+    """Errors without a message (aiokafka's often have none) are named, not printed empty."""
+
+    def fail(*args: object, **kwargs: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "run_worker", fail)
+    assert cli.main(["worker"]) == 1
+    assert capsys.readouterr().err.strip() == f"saga worker: cannot start: {said}"
