@@ -10,6 +10,9 @@ import structlog
 
 LIBRARIES = ("faust", "mode", "aiokafka", "kafka", "aiohttp")
 """Loggers kept at warning unless the level is debug: their info lines drown the sagas'."""
+KEPT_AT_INFO = ("faust.tables.recovery",)
+"""Except these: a few lines per rebalance that say where each table's recovery starts and ends,
+which is what to read when a worker's state looks wrong after a takeover."""
 
 
 def _renderer(fmt: str) -> structlog.typing.Processor:
@@ -52,7 +55,10 @@ def stdlib_logging_config(level: str = "info", fmt: str = "auto") -> dict[str, A
             }
         },
         "root": {"level": logging.getLevelName(numeric), "handlers": ["stderr"]},
-        "loggers": {name: {"level": library_level} for name in LIBRARIES},
+        "loggers": {
+            **{name: {"level": library_level} for name in LIBRARIES},
+            **{name: {"level": logging.getLevelName(numeric)} for name in KEPT_AT_INFO},
+        },
     }
 
 

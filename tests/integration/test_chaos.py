@@ -3,7 +3,6 @@ types with mixed outcomes, through one fault of each kind on a private 3-broker 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,10 +12,6 @@ import pytest
 from benchmarks.chaos.run import ChaosConfig, format_figures, run_chaos
 
 
-@pytest.mark.skipif(
-    not os.environ.get("SAGA_CHAOS_TEST"),
-    reason="still loses sagas under these faults (issue 9 open); SAGA_CHAOS_TEST=1 runs it",
-)
 @pytest.mark.timeout(420)
 def test_sagas_through_worker_broker_and_participant_kills_lose_nothing_and_apply_nothing_twice(
     kafka_factory: Callable[..., local_kafka.LocalKafka], tmp_path: Path
