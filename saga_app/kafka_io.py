@@ -211,6 +211,11 @@ def make_faust_app(
 
     Static group membership (an instance id stable across restarts) lets a restarted worker take
     its partitions back at once, instead of the group waiting out the dead member's session.
+
+    No standby replicas: under repeated rebalances faust 0.15.3's standby reading left a worker's
+    store with the head of a changelog partition missing while its persisted offset said it was
+    read (chaos run, 11 of 5,000 sagas gone from their new owner's table). A worker taking over
+    a partition reads its changelog from its own last offset, or from the start.
     `settings.replication_factor` should be the one `ensure_topics` resolved (0 counts as 1).
     """
     return _SagaApp(
@@ -235,6 +240,7 @@ def make_faust_app(
         key_serializer="raw",
         value_serializer="raw",
         Table=_ChangelogTrackedTable,
+        table_standby_replicas=0,
         autodiscover=False,
     )
 
