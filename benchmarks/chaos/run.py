@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / "tools"
@@ -65,7 +64,7 @@ from benchmarks.chaos.plan import PARTICIPANT_ENV, PlannedSaga, make_plan  # noq
 from saga_app.client import SagaClient  # noqa: E402
 from saga_app.connection import aiokafka_options  # noqa: E402
 from saga_app.topology import ORCHESTRATOR_APP, SAGA_TABLE, changelog  # noqa: E402
-from tests.integration.saga_system import SagaSystem  # noqa: E402
+from tests.integration.saga_system import SagaSystem, orchestrator_offsets  # noqa: E402
 
 PARTICIPANTS_SPEC = "benchmarks.chaos.ledger:PARTICIPANTS"
 RESTART_PATIENCE = 180.0
@@ -581,18 +580,7 @@ class ChaosRun:
                 f"{letter.get('topic')} p{letter.get('partition')}@{letter.get('offset')}: "
                 f"{str(letter.get('error'))[:160]}"
             )
-        admin = AIOKafkaAdminClient(**aiokafka_options(self.settings))
-        await admin.start()
-        try:
-            group = f"{self.settings.topic_prefix}{ORCHESTRATOR_APP}"
-            offsets = await admin.list_consumer_group_offsets(group)
-        finally:
-            await admin.close()
-        committed = {
-            tp.partition: meta.offset
-            for tp, meta in offsets.items()
-            if tp.topic == self.catalog.requests
-        }
+        committed = await orchestrator_offsets(self.settings, self.catalog.requests)
         return {
             "starts": dict(where),
             "states": dict(states),

@@ -84,6 +84,19 @@ def assert_compensated_by_abort(saga: dict[str, Any], reason: str) -> None:
     assert not [event for event, _ in history if event == "step_timed_out"], history
 
 
+async def orchestrator_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """The orchestrator group's committed offsets of `topic`, by partition."""
+    admin = AIOKafkaAdminClient(**aiokafka_options(settings))
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(
+            f"{settings.topic_prefix}{ORCHESTRATOR_APP}"
+        )
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
 class SagaSystem:
     """Workers and participants under one topic prefix, so tests never see each other's sagas."""
 
@@ -247,18 +260,7 @@ class SagaSystem:
 
     def committed_offsets(self, topic: str) -> dict[int, int]:
         """The orchestrator group's committed offsets of `topic`, by partition."""
-
-        async def read() -> dict[int, int]:
-            admin = AIOKafkaAdminClient(**aiokafka_options(self.settings))
-            await admin.start()
-            try:
-                group = f"{self.settings.topic_prefix}{ORCHESTRATOR_APP}"
-                offsets = await admin.list_consumer_group_offsets(group)
-            finally:
-                await admin.close()
-            return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
-
-        return asyncio.run(read())
+        return asyncio.run(orchestrator_offsets(self.settings, topic))
 
     def produce(self, topic: str, key: bytes | None, values: list[bytes]) -> None:
         """Produce raw values (possibly garbage) to a topic, acknowledged by the broker."""
