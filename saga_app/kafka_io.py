@@ -216,6 +216,7 @@ def make_faust_app(
     store with the head of a changelog partition missing while its persisted offset said it was
     read (chaos run, 11 of 5,000 sagas gone from their new owner's table). A worker taking over
     a partition reads its changelog from its own last offset, or from the start.
+
     `settings.replication_factor` should be the one `ensure_topics` resolved (0 counts as 1).
     """
     return _SagaApp(
