@@ -33,6 +33,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -349,24 +350,14 @@ class ChaosRun:
         await asyncio.to_thread(self.kafka.kill_node, node)
         say(f"kill -9 broker node {node}; restart in {self.config.broker_down:g} s")
         await asyncio.sleep(self.config.broker_down)  # the fault's planned downtime
-        fault.restarted_at = time.time()
-        give_up = time.monotonic() + RESTART_PATIENCE
-        while True:  # started again when it is not ready in time, as a supervisor would
-            fault.starts += 1
-            try:
-                await asyncio.to_thread(self.kafka.start_node, node)
-            except Exception as e:
-                first = (str(e).splitlines() or [""])[0]  # the rest is the nodes' log tails
-                if time.monotonic() < give_up:
-                    say(f"broker node {node} did not start ({first}); starting it again")
-                    fault.failed_starts.append(first)
-                    continue
-                fault.error = f"{type(e).__name__}: {first}"
-                say(f"broker node {node} did not come back: {fault.error}")
-                break
-            fault.ready_at = time.time()
-            say(f"broker node {node} back after {fault.ready_at - fault.at:.1f} s")
-            break
+        await self._supervise(
+            fault,
+            f"broker node {node}",
+            lambda: asyncio.to_thread(self.kafka.start_node, node),
+            reason=lambda e: (str(e).splitlines() or [""])[0],  # the rest: the nodes' log tails
+            may_retry=lambda: True,
+            ready=lambda waited: f"back after {waited:.1f} s",
+        )
         self.broker_down = None
 
     async def _kill_participants(self) -> None:
@@ -381,28 +372,50 @@ class ChaosRun:
         self.participants_down = False
 
     async def _restart(self, service: Service, fault: Fault) -> None:
-        """Start the process again, and again if it exits before it is ready, as a supervisor
-        (systemd, Kubernetes) would; `fault.starts` counts the starts it took."""
+        """Start the process again, and again if it exits before it is ready."""
+
+        async def start() -> None:
+            service.start()
+            await asyncio.to_thread(service.wait_ready)
+
+        await self._supervise(
+            fault,
+            service.name,
+            start,
+            reason=lambda e: _last_line(str(e)),
+            may_retry=lambda: service.process is not None and service.process.poll() is not None,
+            ready=lambda waited: f"ready again {waited:.1f} s after its kill",
+        )
+
+    async def _supervise(
+        self,
+        fault: Fault,
+        name: str,
+        start: Callable[[], Awaitable[None]],
+        reason: Callable[[Exception], str],
+        may_retry: Callable[[], bool],
+        ready: Callable[[float], str],
+    ) -> None:
+        """Start something again, and again while a start fails in a way a supervisor (systemd,
+        Kubernetes) would retry, for at most RESTART_PATIENCE; `fault.starts` counts the starts."""
         fault.restarted_at = time.time()
         give_up = time.monotonic() + RESTART_PATIENCE
         while True:
             fault.starts += 1
-            service.start()
             try:
-                await asyncio.to_thread(service.wait_ready)
+                await start()
             except Exception as e:
-                exited = service.process is not None and service.process.poll() is not None
-                reason = _last_line(str(e))
-                if exited and time.monotonic() < give_up:
-                    say(f"{service.name} exited while starting ({reason}); starting it again")
-                    fault.failed_starts.append(reason)
+                why = reason(e)
+                if may_retry() and time.monotonic() < give_up:
+                    say(f"{name} did not start ({why}); starting it again")
+                    fault.failed_starts.append(why)
                     await asyncio.sleep(1.0)  # a supervisor's restart backoff
                     continue
-                fault.error = f"{type(e).__name__}: {reason}"
-                say(f"{service.name} did not come back: {fault.error}")
+                fault.error = f"{type(e).__name__}: {why}"
+                say(f"{name} did not come back: {fault.error}")
                 return
             fault.ready_at = time.time()
-            say(f"{service.name} ready again {fault.ready_at - fault.at:.1f} s after its kill")
+            say(f"{name} {ready(fault.ready_at - fault.at)}")
             return
 
     def _owned(self, worker: Service) -> list[int]:

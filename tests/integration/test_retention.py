@@ -16,6 +16,7 @@ from services import http_json
 
 from saga_app.topology import ORCHESTRATOR_APP, SAGA_TABLE, changelog
 from tests.integration.saga_system import SagaSystem, eventually
+from tests.integration.test_sagas import order
 from topics.schemas import json_schemas
 
 RETENTION = 2.0
@@ -39,17 +40,6 @@ def poll(find: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
         assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
         time.sleep(0.2)  # polling interval
     return found
-
-
-def order(simulate: dict[str, str] | None = None) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "customer_id": f"c-{uuid.uuid4().hex[:8]}",
-        "items": [{"sku": f"sku-{uuid.uuid4().hex[:8]}", "qty": 1}],
-        "amount": 10.0,
-    }
-    if simulate:
-        payload["simulate"] = simulate
-    return payload
 
 
 def test_finished_sagas_are_deleted_after_the_retention_and_their_events_stay(

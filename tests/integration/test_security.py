@@ -19,22 +19,12 @@ from saga_app.registry import EXAMPLES, load_sagas
 from saga_app.settings import Settings
 from saga_app.topology import ensure_topics, worker_topics
 from tests.integration.saga_system import SagaSystem
+from tests.integration.test_sagas import order
 
 EXIT_DEADLINE = 30.0
 pytestmark = pytest.mark.timeout(240)
 """Over the suite's 120 s: whichever test here runs first also starts the module's SASL_SSL broker
 (a CA, certificates, then up to BROKER_READY_TIMEOUT) and, for the first, a saga system."""
-
-
-def order(simulate: dict[str, str] | None = None) -> dict[str, object]:
-    payload: dict[str, object] = {
-        "customer_id": f"customer-{uuid.uuid4().hex[:8]}",
-        "items": [{"sku": f"sku-{uuid.uuid4().hex[:8]}", "qty": 1}],
-        "amount": 25.0,
-    }
-    if simulate:
-        payload["simulate"] = simulate
-    return payload
 
 
 def exit_of(service: Service, timeout: float = EXIT_DEADLINE) -> tuple[int, float, str]:
