@@ -8,6 +8,7 @@ fake deliveries the test acknowledges or fails by hand.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -117,24 +118,94 @@ async def test_nothing_pending_settles_at_once() -> None:
     assert len(deliveries) == 0 and deliveries.failures == 0
 
 
-def test_a_commit_never_skips_records_the_agent_did_not_process(app: Any) -> None:
-    """Offsets 6 and 7 were read but never acknowledged by the agent: nothing is committed past
-    them and the partition is read again from 6. A gap of one offset (a transaction's commit
-    marker at the committed offset) is committed past, as faust does."""
+class FakeFetcher:
+    """Stands in for faust's consumer thread: records seeks, hands out the batches it is given."""
+
+    def __init__(self) -> None:
+        self.seeks: list[tuple[Any, int]] = []
+        self.batches: list[dict[Any, list[Any]]] = []
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+    async def getmany(self, active_partitions: Any, timeout: float) -> dict[Any, list[Any]]:
+        return self.batches.pop(0)
+
+
+@dataclass
+class FetchedRecord:
+    offset: int
+
+
+def unprocessed(app: Any, committed: int, acked: list[int]) -> tuple[Any, Any, FakeFetcher]:
+    """A consumer whose input partition has `committed` and the agent's `acked` offsets."""
     from faust.types import TP
 
-    consumer = app.consumer
-    tp = TP("t.saga.requests", 5)
-    rewinds: list[tuple[Any, ...]] = []
-    consumer._rewind = lambda *args: rewinds.append(args)  # the seek needs a running consumer
-    consumer._committed_offset[tp] = 6
-    consumer._acked[tp] = [8, 9, 10]
-    consumer._acked_index[tp] = {8, 9, 10}
+    consumer, tp, fetcher = app.consumer, TP("t.saga.requests", 5), FakeFetcher()
+    consumer._thread = fetcher
+    consumer._committed_offset[tp] = committed
+    consumer._acked[tp] = list(acked)
+    consumer._acked_index[tp] = set(acked)
+    return consumer, tp, fetcher
+
+
+def process(consumer: Any, tp: Any, *offsets: int) -> None:
+    consumer._acked[tp] = sorted({*consumer._acked[tp], *offsets})
+    consumer._acked_index[tp].update(offsets)
+
+
+@pytest.mark.parametrize("acked", [[8, 9, 10], [7, 8, 9, 10]])
+async def test_a_commit_never_skips_records_the_agent_did_not_process(
+    app: Any, acked: list[int]
+) -> None:
+    """Offset 6 (and 7) was read but never processed by the agent, even when only one offset
+    is missing (faust commits past that): nothing is committed past it, the partition is
+    read again from 6, and the commit goes on once the agent processed it."""
+    consumer, tp, fetcher = unprocessed(app, committed=6, acked=acked)
     assert consumer._new_offset(tp) is None
-    assert rewinds == [(tp, 6, 8)]
-    consumer._acked[tp] = [7, 8, 9, 10]
-    consumer._acked_index[tp] = {7, 8, 9, 10}
+    await asyncio.gather(*consumer._rewinds)
+    assert fetcher.seeks == [(tp, 6)]
+    fetcher.batches.append({tp: [FetchedRecord(6), FetchedRecord(7)]})
+    await consumer._getmany({tp}, 1.0)
+    assert consumer._new_offset(tp) is None, "committed before the record at 6 was processed"
+    assert fetcher.seeks == [(tp, 6)], "read again while the re-read was under way"
+    process(consumer, tp, 6, 7)
     assert consumer._new_offset(tp) == 11
+
+
+async def test_a_reread_that_finds_no_record_at_the_committed_offset_commits_past_it(
+    app: Any,
+) -> None:
+    """A transaction's commit marker (or a log start moved by retention) takes the committed
+    offset: the re-read's first record lies further on, so nothing lies between."""
+    consumer, tp, fetcher = unprocessed(app, committed=6, acked=[7, 8])
+    assert consumer._new_offset(tp) is None
+    await asyncio.gather(*consumer._rewinds)
+    fetcher.batches.append({tp: [FetchedRecord(7), FetchedRecord(8)]})
+    await consumer._getmany({tp}, 1.0)
+    assert consumer._new_offset(tp) == 9
+
+
+async def test_records_fetched_before_a_seek_are_not_handed_on_after_it(app: Any) -> None:
+    """Faust goes on handing out a batch after its partition was sought back: those records
+    would pass for the ones read from the new position, which faust then drops as read."""
+    from faust.types import TP
+
+    consumer, tp, other = app.consumer, TP("t.saga.requests", 5), TP("t.saga.requests", 6)
+    batch = {tp: [FetchedRecord(n) for n in (20, 21, 22)], other: [FetchedRecord(3)]}
+
+    async def wait_next_records(timeout: float) -> tuple[Any, None]:
+        return batch, None
+
+    consumer._wait_next_records = wait_next_records
+    consumer._to_message = lambda tp, record: record
+    consumer.highwater = lambda tp: 0
+    handed_on = []
+    async for partition, record in consumer.getmany(1.0):
+        handed_on.append((partition, record.offset))
+        if len(handed_on) == 1:
+            consumer._sought(tp)
+    assert handed_on == [(tp, 20), (other, 3)]
 
 
 async def test_a_never_committed_input_partition_is_read_from_its_log_start(app: Any) -> None:
