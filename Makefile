@@ -75,6 +75,10 @@ bench: venv ## Run the benchmarks (they print figures; they are not tests)
 bench-rebalance: kafka-fetch ## What a rebalance costs: records read again, seconds until sagas move on
 	$(PY) benchmarks/rebalance.py
 
+.PHONY: bench-e2e
+bench-e2e: kafka-fetch ## Sagas/s of the product beside the bare-aiokafka floor on one broker (BENCH_ARGS="--count 500")
+	$(PY) benchmarks/e2e.py $(BENCH_ARGS)
+
 .PHONY: chaos
 chaos: kafka-fetch ## Sagas through worker, broker and participant kills, checked against ledgers (CHAOS_ARGS="--count 500")
 	$(PY) -m benchmarks.chaos $(CHAOS_ARGS)
