@@ -105,6 +105,13 @@ class _Reread:
         if self.first is None and seeks == self.seeks:
             self.first = offset
 
+    def resumes_at(self, offset: int) -> int:
+        """Where records resume from `offset`: further on if this re-read began there and its
+        first record lay beyond (nothing lies between), else `offset` itself."""
+        if self.start == offset and self.first is not None and self.first > offset:
+            return self.first
+        return offset
+
     def is_old(self) -> bool:
         """Still not processed long after: the seek failed or the record was dropped again."""
         return time.monotonic() - self.at > REREAD_AFTER
@@ -146,24 +153,15 @@ class _SagaConsumer(Consumer):
         acked = self._acked[tp]
         committed = self._committed_offset[tp]
         if acked and committed is not None and committed >= 0 and min(acked) > committed:
-            committed = self._past_absent(tp, committed)
+            reread = self._rereads.get(tp)
+            if reread is not None:
+                self._committed_offset[tp] = committed = reread.resumes_at(committed)
             if min(acked) > committed:
-                reread = self._rereads.get(tp)
                 if reread is None or reread.start != committed or reread.is_old():
                     self._reread(tp, committed, min(acked))
                 return None
         offset: int | None = super()._new_offset(tp)
         return offset
-
-    def _past_absent(self, tp: TP, committed: int) -> int:
-        """Where the partition's records resume if a re-read from `committed` found none there."""
-        reread = self._rereads.get(tp)
-        if reread is None or reread.start != committed or reread.first is None:
-            return committed
-        if reread.first > committed:
-            self._committed_offset[tp] = reread.first
-            return reread.first
-        return committed
 
     def _reread(self, tp: TP, start: int, first_acked: int) -> None:
         log.warning("unprocessed_offsets", partition=str(tp), offsets=[start, first_acked - 1])
@@ -194,14 +192,14 @@ class _SagaConsumer(Consumer):
                 self._committed_offset[tp] = starts[tp]
 
     async def _seek(self, partition: TP, offset: int) -> None:
-        self._sought(partition)  # before and after: a batch fetched meanwhile is stale too
-        await super()._seek(partition, offset)
+        await super()._seek(partition, offset)  # aiokafka's seek: done at once, nothing between
         self._sought(partition)
         reread = self._rereads.get(partition)
         if reread is not None and reread.start == offset:
             reread.seeks = self._seeks[partition]
 
     async def seek_to_committed(self) -> Any:
+        """Counted as a seek before and after: it awaits the broker, a batch may come between."""
         tps = self.assignment()
         for tp in tps:
             self._sought(tp)

@@ -37,6 +37,12 @@ class Producer:
                 delivery.set_result("acknowledged")
 
 
+def wired() -> tuple[Producer, PendingDeliveries, Outbox]:
+    """An outbox sending to a fake producer, its batches tracked by the commit's deliveries."""
+    producer, commit = Producer(), PendingDeliveries()
+    return producer, commit, Outbox(producer.send, track=commit.track)
+
+
 def pending() -> asyncio.Future[Any]:
     return asyncio.get_running_loop().create_future()
 
@@ -51,8 +57,7 @@ def message(text: str) -> tuple[str, bytes, bytes]:
 
 
 async def test_messages_wait_for_their_state_and_keep_their_order() -> None:
-    producer, commit = Producer(), PendingDeliveries()
-    outbox = Outbox(producer.send, track=commit.track)
+    producer, _, outbox = wired()
     first, second = pending(), pending()
     await outbox.send_after(first, 0, [message("a1"), message("a2")])
     await outbox.send_after(second, 1, [message("b")])
@@ -65,8 +70,7 @@ async def test_messages_wait_for_their_state_and_keep_their_order() -> None:
 
 
 async def test_the_commit_waits_until_the_held_messages_are_acknowledged() -> None:
-    producer, commit = Producer(), PendingDeliveries()
-    outbox = Outbox(producer.send, track=commit.track)
+    producer, commit, outbox = wired()
     stored = pending()
     await outbox.send_after(stored, 0, [message("a")])
     settle = asyncio.create_task(commit.settle())
@@ -80,8 +84,7 @@ async def test_the_commit_waits_until_the_held_messages_are_acknowledged() -> No
 
 
 async def test_a_state_never_stored_sends_nothing_and_stops_the_commit() -> None:
-    producer, commit = Producer(), PendingDeliveries()
-    outbox = Outbox(producer.send, track=commit.track)
+    producer, commit, outbox = wired()
     lost, stored = pending(), pending()
     await outbox.send_after(lost, 0, [message("lost")])
     await outbox.send_after(stored, 0, [message("kept")])
@@ -95,8 +98,7 @@ async def test_a_state_never_stored_sends_nothing_and_stops_the_commit() -> None
 
 
 async def test_a_revoked_partition_held_messages_never_leave() -> None:
-    producer, commit = Producer(), PendingDeliveries()
-    outbox = Outbox(producer.send, track=commit.track)
+    producer, commit, outbox = wired()
     revoked, kept = pending(), pending()
     await outbox.send_after(revoked, 3, [message("revoked")])
     await outbox.send_after(kept, 1, [message("kept")])
