@@ -24,7 +24,6 @@ from saga_app.kafka_io import (
 )
 from saga_app.metrics import SagaMetrics
 from saga_app.orchestrator import Orchestrator, Record
-from saga_app.outbox import Outbox
 from saga_app.registry import SagaRegistry
 from saga_app.settings import Settings
 from saga_app.sweeper import PartitionProgress, partition_progress, sweep_watermark
@@ -61,7 +60,6 @@ class SagaWorker:
             publisher=self.publisher,
             metrics=self.metrics,
             retention=settings.retention,
-            outbox=Outbox(self.publisher.send, track=self.publisher.track),
         )
         self.source = self.app.topic(
             self.catalog.requests,

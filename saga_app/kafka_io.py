@@ -66,19 +66,12 @@ class _CommitSafeProducer(Producer):
 
 
 class _ChangelogTrackedTable(faust.Table):  # type: ignore[type-arg]
-    """A table whose changelog records count as deliveries an offset commit waits for.
-
-    `last_changelog` is the delivery of the latest write: faust's `table[key] = value` sends
-    it but does not return it, and the outputs that follow from a state wait for it.
-    """
-
-    last_changelog: Any = None
+    """A table whose changelog records count as deliveries an offset commit waits for."""
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
         record = super().send_changelog(*args, **kwargs)
         producer: Any = self.app.producer  # a _CommitSafeProducer (`_SagaApp._new_producer`)
         producer.deliveries.track(record, f"a changelog record of table {self.name}")
-        self.last_changelog = record
         return record
 
 
@@ -391,19 +384,15 @@ class SagaRepository:
         raw = self.table.get(saga_id.encode())
         return None if raw is None else bytes(raw)
 
-    def put(self, state: SagaState) -> Any:
-        """Store a state and return its changelog delivery; only ever called from the
-        orchestrator agent (FAUST.md, point 1)."""
+    def put(self, state: SagaState) -> None:
+        """Store a state; only ever called from the orchestrator agent (FAUST.md, point 1)."""
         self.table[state.saga_id.encode()] = state.model_dump_json().encode()
-        return self.table.last_changelog
 
-    def delete(self, saga_id: str) -> Any:
-        """Delete a saga and return the delivery of its tombstone, which the changelog gets even
-        if the key is gone already (a replayed deletion re-sends it). Only from the orchestrator
-        agent (FAUST.md, point 1)."""
+    def delete(self, saga_id: str) -> None:
+        """Delete a saga: the changelog gets a tombstone, even if the key is gone already (a
+        replayed deletion re-sends it). Only from the orchestrator agent (FAUST.md, point 1)."""
         with contextlib.suppress(KeyError):  # faust sends the tombstone before it looks
             del self.table[saga_id.encode()]
-        return self.table.last_changelog
 
     def all(self) -> Iterator[SagaState]:
         """Every state in the local store; callers filter by the partitions they own."""
@@ -431,19 +420,13 @@ class FaustPublisher:
             self._topics[name] = topic
         return topic
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> Any:
-        """Hand a message to the producer without waiting for the broker (the agent's hot path);
-        returns its delivery.
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Hand a message to the producer without waiting for the broker (the agent's hot path).
 
         Safe because the producer's flush, which precedes every offset commit, waits until the
         broker acknowledged it and stops the worker if it never does (`_CommitSafeProducer`).
         """
-        return await self.app.producer.send(topic, key, value, None, None, None)
-
-    def track(self, delivery: Any, what: str) -> None:
-        """Make the next offset commit wait for `delivery` too (see `send`)."""
-        deliveries: PendingDeliveries = self.app.producer.deliveries
-        deliveries.track(delivery, what)
+        await self.app.producer.send(topic, key, value, None, None, None)
 
     @property
     def failures(self) -> int:

@@ -9,25 +9,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
 from saga_app.definition import SagaDefinition
-from saga_app.engine import (
-    Decision,
-    OutgoingCommand,
-    decide,
-    definition_missing,
-    expire,
-    outstanding_command,
-)
+from saga_app.engine import Decision, decide, definition_missing, expire, outstanding_command
 from saga_app.errors import SagaError
 from saga_app.listing import SagaListing
 from saga_app.metrics import SagaMetrics
-from saga_app.outbox import Message, Outbox
 from saga_app.registry import SagaRegistry
 from saga_app.state import SagaState
 from saga_app.sweeper import DeadlineIndex
@@ -65,25 +57,20 @@ class Record:
 
 
 class SagaStore(Protocol):
-    """Where saga states live: the changelogged Faust table, or a dict in tests.
-
-    `put` and `delete` return the delivery of the changelog record they wrote (None: the
-    write is durable at once); the outputs that follow from it wait for it (`Outbox`).
-    """
+    """Where saga states live: the changelogged Faust table, or a dict in tests."""
 
     def get(self, saga_id: str) -> SagaState | None: ...
 
-    def put(self, state: SagaState) -> Awaitable[Any] | None: ...
+    def put(self, state: SagaState) -> None: ...
 
-    def delete(self, saga_id: str) -> Awaitable[Any] | None: ...
+    def delete(self, saga_id: str) -> None: ...
 
 
 class Publisher(Protocol):
     """The producer, in two speeds."""
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> Awaitable[Any] | None:
-        """Queue a message and return its delivery (None: written already); the source
-        record's offset is committed only once it is written."""
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Queue a message; the source record's offset is committed only once it is written."""
 
     async def publish(self, topic: str, key: bytes, value: bytes) -> None:
         """Send a message and return once the broker has acknowledged it."""
@@ -95,10 +82,9 @@ class Orchestrator:
     Every failure of one record ends in a dead letter, never in an exception that would make Faust
     skip the record silently (FAUST.md, point 4).
 
-    A decision's outputs leave only once the saga's new state is in the changelog (`Outbox`),
-    and nothing waits for them: the producer's flush before each offset commit waits until the
-    broker acknowledged them and the changelog record (saga_app.deliveries), so a crash before
-    the commit replays the record. If a record read again after a takeover changes
+    Outputs are queued, not awaited: the producer's flush before each offset commit waits until
+    the broker acknowledged them and the saga's changelog record (saga_app.deliveries), so a
+    crash before the commit replays the record. If a record read again after a takeover changes
     nothing (its effect was stored before the crash, or it no longer applies), the saga's
     outstanding command is sent again under its same message id and its state stored again
     (`_catch_up`).
@@ -115,11 +101,9 @@ class Orchestrator:
         listing: SagaListing | None = None,
         retention: float = 0.0,
         clock: Callable[[], float] = time.time,
-        outbox: Outbox | None = None,
     ) -> None:
         """`retention`: seconds a finished saga is kept before it is deleted (0: forever).
-        `clock` only schedules re-sent commands' timers; decisions use the records' time.
-        `outbox` defaults to one sending through `publisher` that no commit waits for."""
+        `clock` only schedules re-sent commands' timers; decisions use the records' time."""
         self.catalog = catalog
         self.sagas = sagas
         self.store = store
@@ -129,7 +113,6 @@ class Orchestrator:
         self.listing = listing if listing is not None else SagaListing()
         self.retention = retention
         self.clock = clock
-        self.outbox = outbox if outbox is not None else Outbox(publisher.send)
         self.processed: dict[tuple[str, int], tuple[int, float]] = {}
         """(topic, partition) -> (offset, timestamp) of the last record processed there since
         this worker took the partition over."""
@@ -225,13 +208,16 @@ class Orchestrator:
         outstanding command again (same message id) and store the state again. The re-sent
         command gets its step's whole timeout before the step may time out: its first copy
         may never have left, and the timer may be overdue by the time the backlog is read."""
-        stored = self.store.put(state)
         out = outstanding_command(definition, state, reply_to=self.catalog.replies)
         if out is not None:
-            command = self._command(state.saga_id, out)
-            await self.outbox.send_after(stored, self._partition(state.saga_id), [command])
+            await self.publisher.send(
+                self.catalog.commands(out.participant),
+                self.catalog.key(state.saga_id),
+                out.command.model_dump_json().encode(),
+            )
             grace = self.clock() + definition.step(out.command.step).timeout
             self.deadlines.track(state.saga_id, state.timers(self.retention), not_before=grace)
+        self.store.put(state)
 
     async def _apply(
         self, saga_id: str, before: SagaState | None, message: SagaInput, decision: Decision
@@ -240,19 +226,18 @@ class Orchestrator:
             self.metrics.ignored(kind=_kind(message), reason=decision.ignored)
             log.debug("event_ignored", saga_id=saga_id, reason=decision.ignored)
         key = self.catalog.key(saga_id)
-        outputs = [self._command(saga_id, out) for out in decision.commands] + [
-            (self.catalog.events, key, event.model_dump_json().encode())
-            for event in decision.events
-        ]
-        after = decision.state
-        stored = None
+        for out in decision.commands:
+            command = out.command.model_dump_json().encode()
+            await self.publisher.send(self.catalog.commands(out.participant), key, command)
+        for event in decision.events:
+            await self.publisher.send(self.catalog.events, key, event.model_dump_json().encode())
         if decision.delete:
-            stored = self._delete(saga_id, before)
-        elif after is not None and after is not before:
-            stored = self.store.put(after)
-        await self.outbox.send_after(stored, self._partition(saga_id), outputs)
-        if decision.delete or after is None or after is before:
+            self._delete(saga_id, before)
             return
+        after = decision.state
+        if after is None or after is before:
+            return
+        self.store.put(after)
         self.deadlines.track(saga_id, after.timers(self.retention))
         self.listing.update(after)
         self.metrics.observe(before, after, decision)
@@ -266,18 +251,8 @@ class Orchestrator:
                 status=event.status,
             )
 
-    def _command(self, saga_id: str, out: OutgoingCommand) -> Message:
-        return (
-            self.catalog.commands(out.participant),
-            self.catalog.key(saga_id),
-            out.command.model_dump_json().encode(),
-        )
-
-    def _partition(self, saga_id: str) -> int:
-        return self.catalog.partition_of(saga_id)
-
-    def _delete(self, saga_id: str, before: SagaState | None) -> Awaitable[Any] | None:
-        stored = self.store.delete(saga_id)
+    def _delete(self, saga_id: str, before: SagaState | None) -> None:
+        self.store.delete(saga_id)
         self.deadlines.forget(saga_id)
         self.listing.forget(saga_id)
         if before is not None:
@@ -288,7 +263,6 @@ class Orchestrator:
                 saga_type=before.saga_type,
                 status=before.status.value,
             )
-        return stored
 
     async def dead_letter(self, record: Record, reason: str) -> None:
         """Park a record we cannot process in `saga.dlq`, with the reason and its original bytes."""
@@ -331,7 +305,6 @@ class Orchestrator:
         gone = set(partitions)
         self.processed = {tp: seen for tp, seen in self.processed.items() if tp[1] not in gone}
         self.owned_since = {p: since for p, since in self.owned_since.items() if p not in gone}
-        self.outbox.forget(gone)
 
     def rebuild_indexes(self, states: list[SagaState], owned: Iterable[int], now: float) -> None:
         """Index the timers and summaries of the sagas on the partitions this worker took over

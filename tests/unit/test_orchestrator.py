@@ -30,8 +30,7 @@ class DictStore:
     def get(self, saga_id: str) -> SagaState | None:
         return self.states.get(saga_id)
 
-    def put(self, state: SagaState) -> Any:
-        """Durable at once: returns no changelog delivery to wait for."""
+    def put(self, state: SagaState) -> None:
         self.states[state.saga_id] = state
 
     def delete(self, saga_id: str) -> None:
