@@ -7,6 +7,8 @@ Starts one broker, then alternates, `--runs` times each:
   succeed, started at once.
 It prints sagas/s, messages/s and p50/p99 latency for each run, CPU seconds per 1,000 sagas for
 the worker and the participants, and the ratio product / floor (the issue's goal: >= 0.5).
+With `--profile`, py-spy samples the worker and the participants during each product run and
+a summary of where their time went follows (the raw stacks stay in the log folder).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +47,49 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def product_run(bootstrap: str, count: int, workdir: Path, prefix: str) -> dict[str, float]:
+def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """Sample `pid` until it exits or is told to stop (SIGINT), as collapsed stacks in `out`."""
+    options = ["--rate", "250", "--format", "raw", "--nonblocking", "-o", str(out)]
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def where_time_went(raw: Path, top: int = 14) -> str:
+    """The share of samples per package (by the innermost frame) and the costliest functions."""
+    by_function: dict[str, int] = {}
+    by_package: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        leaf = stack.rsplit(";", 1)[-1]
+        samples = int(count)
+        total += samples
+        by_function[leaf] = by_function.get(leaf, 0) + samples
+        package = _package(leaf)
+        by_package[package] = by_package.get(package, 0) + samples
+    shares = sorted(by_package.items(), key=lambda item: -item[1])
+    lines = ["  by package: " + ", ".join(f"{p} {n / total:.0%}" for p, n in shares[:8])]
+    for function, samples in sorted(by_function.items(), key=lambda item: -item[1])[:top]:
+        lines.append(f"  {samples / total:6.1%}  {function}")
+    return "\n".join(lines)
+
+
+def _package(frame: str) -> str:
+    path = frame.rpartition("(")[2]
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1].split("/", 1)[0]
+    for own in ("saga_app", "participants", "topics"):
+        if f"/{own}/" in path:
+            return own
+    return "python"
+
+
+def product_run(
+    bootstrap: str, count: int, workdir: Path, prefix: str, profile: bool = False
+) -> dict[str, float]:
     env = {"SAGA_BOOTSTRAP_SERVERS": bootstrap, "SAGA_TOPIC_PREFIX": prefix}
     settings = Settings.from_env(env)
     asyncio.run(ensure_topics(settings, worker_topics(settings, load_sagas([EXAMPLES]))))
@@ -53,12 +99,20 @@ def product_run(bootstrap: str, count: int, workdir: Path, prefix: str) -> dict[
         worker.wait_ready()
         participants.wait_ready()
         assert worker.process is not None and participants.process is not None
+        pids = {"worker": worker.process.pid, "participants": participants.process.pid}
+        stacks = {name: workdir / f"{prefix}{name}.stacks" for name in pids}
+        samplers = [py_spy(pids[name], stacks[name]) for name in stacks] if profile else []
         cpu_before = cpu_seconds(worker.process.pid), cpu_seconds(participants.process.pid)
         sagas = batch(count, ["create_order"], happy=True)
         began = time.monotonic()
         finished = asyncio.run(run_batch(settings, sagas, timeout=600))
         elapsed = time.monotonic() - began
         cpu_after = cpu_seconds(worker.process.pid), cpu_seconds(participants.process.pid)
+        for sampler in samplers:
+            sampler.send_signal(signal.SIGINT)
+            sampler.wait(timeout=60)
+        for name in stacks if profile else ():
+            print(f"where the {name} process's time went:\n{where_time_went(stacks[name])}")
     finally:
         participants.stop()
         worker.stop()
@@ -92,6 +146,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=2000, help="sagas per run, started at once")
     parser.add_argument("--runs", type=int, default=2, help="runs of each side")
+    parser.add_argument(
+        "--profile", action="store_true", help="sample the product's processes with py-spy"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     kafka = local_kafka.LocalKafka(local_kafka.free_port(), 1, workdir / "kafka", verbose=False)
@@ -103,7 +160,9 @@ def main() -> None:
             floors.append(asyncio.run(floor.run(kafka.bootstrap_servers, args.count)))
             print(line(f"floor run {n}", floors[-1]), flush=True)
             prefix = f"e2e{n}."
-            products.append(product_run(kafka.bootstrap_servers, args.count, workdir, prefix))
+            products.append(
+                product_run(kafka.bootstrap_servers, args.count, workdir, prefix, args.profile)
+            )
             print(line(f"product run {n}", products[-1]), flush=True)
     finally:
         kafka.down()
