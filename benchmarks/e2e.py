@@ -7,6 +7,9 @@ Starts one broker, then alternates, `--runs` times each:
   succeed, started at once.
 It prints sagas/s, messages/s and p50/p99 latency for each run, CPU seconds per 1,000 sagas for
 the worker and the participants, and the ratio product / floor (the issue's goal: >= 0.5).
+Then each side runs paced, at half its own maximum rate and at 10 sagas/s, for the latency at
+those loads (the floor: start sent to last reply read; the product: the start's and the last
+reply's timestamps, as `saga.events` carries them).
 With `--profile`, py-spy samples the worker and the participants during each product run and
 a summary of where their time went follows (the raw stacks stay in the log folder).
 """
@@ -57,34 +60,39 @@ def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def where_time_went(raw: Path, top: int = 14) -> str:
-    """The share of samples per package (by the innermost frame) and the costliest functions."""
-    by_function: dict[str, int] = {}
+def where_time_went(raw: Path, top: int = 12) -> str:
+    """Shares of the samples: by the package of the innermost frame, by the task the event loop
+    was running (the frame after `Handle._run`), and the costliest innermost functions."""
     by_package: dict[str, int] = {}
-    total = 0
+    by_task: dict[str, int] = {}
+    by_function: dict[str, int] = {}
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        leaf = stack.rsplit(";", 1)[-1]
+        frames = stack.split(";")
         samples = int(count)
-        total += samples
-        by_function[leaf] = by_function.get(leaf, 0) + samples
-        package = _package(leaf)
-        by_package[package] = by_package.get(package, 0) + samples
-    shares = sorted(by_package.items(), key=lambda item: -item[1])
-    lines = ["  by package: " + ", ".join(f"{p} {n / total:.0%}" for p, n in shares[:8])]
-    for function, samples in sorted(by_function.items(), key=lambda item: -item[1])[:top]:
-        lines.append(f"  {samples / total:6.1%}  {function}")
-    return "\n".join(lines)
+        leaf = frames[-1]
+        runs = [n for n, frame in enumerate(frames) if frame.startswith("Handle._run ")]
+        task = frames[runs[-1] + 1] if runs and runs[-1] + 1 < len(frames) else leaf
+        for table, name in ((by_package, _package(leaf)), (by_task, task), (by_function, leaf)):
+            table[name] = table.get(name, 0) + samples
+    total = sum(by_function.values())
+
+    def shares(table: dict[str, int], n: int) -> list[str]:
+        ranked = sorted(table.items(), key=lambda item: -item[1])[:n]
+        return [f"{samples / total:6.1%}  {name}" for name, samples in ranked]
+
+    return "\n".join(
+        ["  by package: " + ", ".join(s.strip() for s in shares(by_package, 8)), "  by task:"]
+        + [f"  {s}" for s in shares(by_task, 6)]
+        + ["  by function:"]
+        + [f"  {s}" for s in shares(by_function, top)]
+    )
 
 
 def _package(frame: str) -> str:
+    """`faust` of `Store._set (faust/stores/rocksdb.py:480)`; `python` for a top-level module."""
     path = frame.rpartition("(")[2]
-    if "site-packages/" in path:
-        return path.split("site-packages/", 1)[1].split("/", 1)[0]
-    for own in ("saga_app", "participants", "topics"):
-        if f"/{own}/" in path:
-            return own
-    return "python"
+    return path.split("/", 1)[0] if "/" in path else "python"
 
 
 def product_run(
@@ -113,20 +121,50 @@ def product_run(
             sampler.wait(timeout=60)
         for name in stacks if profile else ():
             print(f"where the {name} process's time went:\n{where_time_went(stacks[name])}")
+        per_thousand = 1000 / max(len(finished), 1)
+        figures = {
+            "sagas_per_s": len(finished) / elapsed,
+            "messages_per_s": len(finished) * MESSAGES_PER_SAGA / elapsed,
+            **latencies(finished),
+            "worker_cpu": (cpu_after[0] - cpu_before[0]) * per_thousand,
+            "participants_cpu": (cpu_after[1] - cpu_before[1]) * per_thousand,
+        }
+        for name, rate, paced in paced_loads(figures["sagas_per_s"]):
+            sagas = batch(paced, ["create_order"], happy=True)
+            finished = asyncio.run(run_batch(settings, sagas, timeout=600, rate=rate))
+            figures |= {f"{name}_{k}": v for k, v in latencies(finished).items()}
     finally:
         participants.stop()
         worker.stop()
+    return figures
+
+
+def latencies(finished: dict[str, tuple[str, str, float]]) -> dict[str, float]:
+    """p50 and p99 of the sagas' durations, from their `saga_started` to their last event."""
     durations = sorted(duration for _, _, duration in finished.values())
-    per_thousand = 1000 / max(len(finished), 1)
-    return {
-        "finished": len(finished),
-        "sagas_per_s": len(finished) / elapsed,
-        "messages_per_s": len(finished) * MESSAGES_PER_SAGA / elapsed,
-        "p50_s": percentile(durations, 0.5),
-        "p99_s": percentile(durations, 0.99),
-        "worker_cpu": (cpu_after[0] - cpu_before[0]) * per_thousand,
-        "participants_cpu": (cpu_after[1] - cpu_before[1]) * per_thousand,
-    }
+    return {"p50_s": percentile(durations, 0.5), "p99_s": percentile(durations, 0.99)}
+
+
+PACED_SECONDS = 10.0
+"""How long each paced load runs."""
+
+
+def paced_loads(max_rate: float) -> list[tuple[str, float, int]]:
+    """(name, sagas per second, sagas) of the loads whose latency is measured: half the
+    maximum rate, and 10 sagas/s."""
+    return [
+        (name, rate, int(rate * PACED_SECONDS))
+        for name, rate in (("half", max_rate / 2), ("slow", 10.0))
+    ]
+
+
+def floor_run(bootstrap: str, count: int) -> dict[str, float]:
+    """The floor at its maximum rate, then at the same paced loads as the product."""
+    figures = asyncio.run(floor.run(bootstrap, count))
+    for name, rate, paced in paced_loads(figures["sagas_per_s"]):
+        paced_figures = asyncio.run(floor.run(bootstrap, paced, rate=rate))
+        figures |= {f"{name}_{k}": paced_figures[k] for k in ("p50_s", "p99_s")}
+    return figures
 
 
 def line(label: str, figures: dict[str, float]) -> str:
@@ -138,6 +176,11 @@ def line(label: str, figures: dict[str, float]) -> str:
         text += (
             f"   CPU s per 1,000 sagas: worker {figures['worker_cpu']:.1f},"
             f" participants {figures['participants_cpu']:.1f}"
+        )
+    for name, rate, _ in paced_loads(figures["sagas_per_s"]):
+        text += (
+            f"\n{'':<16}at {rate:6.0f} sagas/s:  p50 {figures[f'{name}_p50_s'] * 1000:7.0f} ms"
+            f"  p99 {figures[f'{name}_p99_s'] * 1000:7.0f} ms"
         )
     return text
 
@@ -157,7 +200,7 @@ def main() -> None:
     try:
         print(f"{args.count} create_order sagas per run, all started at once; logs in {workdir}")
         for n in range(1, args.runs + 1):
-            floors.append(asyncio.run(floor.run(kafka.bootstrap_servers, args.count)))
+            floors.append(floor_run(kafka.bootstrap_servers, args.count))
             print(line(f"floor run {n}", floors[-1]), flush=True)
             prefix = f"e2e{n}."
             products.append(

@@ -49,7 +49,8 @@ async def create_topics(bootstrap: str, prefix: str) -> None:
         await admin.close()
 
 
-async def run(bootstrap: str, count: int) -> dict[str, float]:
+async def run(bootstrap: str, count: int, rate: float | None = None) -> dict[str, float]:
+    """`count` sagas, all started at once or `rate` per second."""
     prefix = f"floor-{uuid.uuid4().hex[:6]}."
     await create_topics(bootstrap, prefix)
     inbox, commands, changelog = (f"{prefix}{t}" for t in ("in", "commands", "changelog"))
@@ -115,6 +116,8 @@ async def run(bootstrap: str, count: int) -> dict[str, float]:
     tasks = [asyncio.create_task(orchestrate()), asyncio.create_task(participate())]
     began = time.monotonic()
     for n in range(count):
+        if rate is not None:  # pacing the load, not waiting for a result
+            await asyncio.sleep(max(0.0, began + n / rate - time.monotonic()))
         saga_id = f"s{n}"
         started[saga_id] = time.monotonic()
         start = {"saga_id": saga_id, "step": 0}

@@ -140,9 +140,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run_batch(
-    settings: Settings, sagas: list[tuple[str, str, dict[str, Any]]], timeout: float
+    settings: Settings,
+    sagas: list[tuple[str, str, dict[str, Any]]],
+    timeout: float,
+    rate: float | None = None,
 ) -> dict[str, tuple[str, str, float]]:
-    """Start the sagas and follow `saga.events` until each is finished; returns id -> outcome."""
+    """Start the sagas (all at once, or `rate` per second) and follow `saga.events` until each
+    is finished; returns id -> (type, outcome, seconds from its start to its end)."""
     wanted = {saga_id: saga_type for saga_id, saga_type, _ in sagas}
     consumer = AIOKafkaConsumer(
         settings.catalog.events,
@@ -157,26 +161,32 @@ async def run_batch(
     counts: dict[str, int] = defaultdict(int)
     wall = time.monotonic()
     progress = Progress(len(wanted))
+    timeouts = 0
     try:
         async with SagaClient(settings) as client:
-            await asyncio.gather(*(client.start(t, p, saga_id=i) for i, t, p in sagas))
-        deadline = time.monotonic() + timeout
-        while len(finished) < len(wanted) and time.monotonic() < deadline:
-            batch_ = await consumer.getmany(timeout_ms=500)
-            for records in batch_.values():
-                for record in records:
-                    event = json.loads(record.value)
-                    saga_id = event["saga_id"]
-                    if saga_id not in wanted:
-                        continue
-                    if event["event"] == "saga_started":
-                        started_at[saga_id] = event["at"]
-                    status = TERMINAL.get(event["event"])
-                    if status and saga_id not in finished:
-                        duration = event["at"] - started_at.get(saga_id, event["at"])
-                        finished[saga_id] = (wanted[saga_id], status, duration)
-                        counts[status] += 1
-            progress.show(len(finished), counts)
+            starting = asyncio.ensure_future(start_sagas(client, sagas, rate))
+            try:
+                deadline = time.monotonic() + timeout
+                while len(finished) < len(wanted) and time.monotonic() < deadline:
+                    batch_ = await consumer.getmany(timeout_ms=500)
+                    for records in batch_.values():
+                        for record in records:
+                            event = json.loads(record.value)
+                            saga_id = event["saga_id"]
+                            if saga_id not in wanted:
+                                continue
+                            if event["event"] == "saga_started":
+                                started_at[saga_id] = event["at"]
+                            timeouts += event["event"] == "step_timed_out"
+                            status = TERMINAL.get(event["event"])
+                            if status and saga_id not in finished:
+                                duration = event["at"] - started_at.get(saga_id, event["at"])
+                                finished[saga_id] = (wanted[saga_id], status, duration)
+                                counts[status] += 1
+                    progress.show(len(finished), counts)
+                await starting
+            finally:
+                starting.cancel()
     finally:
         await consumer.stop()
     elapsed = time.monotonic() - wall
@@ -184,9 +194,22 @@ async def run_batch(
         print()
     print(
         f"{len(finished)} of {len(wanted)} sagas finished in {elapsed:.1f}s "
-        f"({len(finished) / elapsed:.1f} sagas/s)"
+        f"({len(finished) / elapsed:.1f} sagas/s, {timeouts} steps timed out)"
     )
     return finished
+
+
+async def start_sagas(
+    client: SagaClient, sagas: list[tuple[str, str, dict[str, Any]]], rate: float | None
+) -> None:
+    """Start every saga at once, or `rate` per second."""
+    if rate is None:
+        await asyncio.gather(*(client.start(t, p, saga_id=i) for i, t, p in sagas))
+        return
+    began = time.monotonic()
+    for n, (saga_id, saga_type, payload) in enumerate(sagas):
+        await asyncio.sleep(max(0.0, began + n / rate - time.monotonic()))  # pacing the load
+        await client.start(saga_type, payload, saga_id=saga_id)
 
 
 def summary(finished: dict[str, tuple[str, str, float]]) -> str:
