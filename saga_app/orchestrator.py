@@ -241,14 +241,16 @@ class Orchestrator:
         self.deadlines.track(saga_id, after.timers(self.retention))
         self.listing.update(after)
         self.metrics.observe(before, after, decision)
-        for event in decision.events:
+        if decision.events:  # one line per decision, named after its last event
+            last = decision.events[-1]
             log.info(
-                event.event,
+                last.event,
                 saga_id=saga_id,
-                saga_type=event.saga_type,
-                step=event.step,
-                attempt=event.attempt,
-                status=event.status,
+                saga_type=last.saga_type,
+                step=last.step,
+                attempt=last.attempt,
+                status=last.status,
+                events=[event.event for event in decision.events],
             )
 
     def _delete(self, saga_id: str, before: SagaState | None) -> None:
