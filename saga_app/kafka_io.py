@@ -153,13 +153,6 @@ REVOKE_COMMIT_TIMEOUT = 3.0
 REREAD_AFTER = 10.0
 """Seconds after which a partition whose head offset is still unprocessed is read again."""
 
-ORDER_PATIENCE = 25.0
-"""Seconds records behind a gap wait for a re-read to bring the missing ones. Some re-reads
-never do (chaos runs: a participant's re-read sought back every 10 s and never got the record);
-holding the partition forever would stall every saga on it, so after this the records behind
-are processed out of order (`processed_out_of_order`, an error) and commits still stop at the
-gap."""
-
 
 @dataclass
 class _Reread:
@@ -213,8 +206,6 @@ class _SagaConsumer(Consumer):
         """Per partition, the offset the agent processes next (else: the committed one)."""
         self._in_order: weakref.WeakSet[Any] = weakref.WeakSet()
         """The records `in_order` handed to the agent: the only ones whose acks count."""
-        self._held_since: dict[tuple[TP, int], float] = {}
-        """When records behind each (partition, missing offset) were first set aside."""
 
     def in_order(self, message: Any) -> bool:
         """Whether `message` is the next record of its partition for the agent to process.
@@ -223,25 +214,21 @@ class _SagaConsumer(Consumer):
         first reorders a saga's messages: in a chaos run a participant applied a compensation,
         then the command it undid, which stayed in effect. So a record after a gap is set aside
         (no longer awaited by faust, its offset not counted) and the partition is read again
-        from the first missing offset: the record set aside comes again behind it. If the
-        missing records do not come within `ORDER_PATIENCE`, the partition goes on without them.
+        from the first missing offset: the record set aside comes again behind it.
         """
         tp, offset = message.tp, message.offset
         expected = self._next.get(tp, self._committed_offset.get(tp))
         reread = self._rereads.get(tp)
         if expected is not None and reread is not None:
             expected = reread.resumes_at(expected)
-        if expected is not None and offset > expected:
-            held = self._held_since.setdefault((tp, expected), time.monotonic())
-            if time.monotonic() - held <= ORDER_PATIENCE:
-                self._set_aside(message)
-                if reread is None or reread.start != expected or reread.is_old():
-                    self._reread(tp, expected, offset)
-                return False
-            log.error("processed_out_of_order", partition=str(tp), missing=[expected, offset - 1])
-        self._next[tp] = offset + 1
-        self._in_order.add(message)
-        return True
+        if expected is None or offset <= expected:
+            self._next[tp] = offset + 1
+            self._in_order.add(message)
+            return True
+        self._set_aside(message)
+        if reread is None or reread.start != expected or reread.is_old():
+            self._reread(tp, expected, offset)
+        return False
 
     def ack(self, message: Any) -> bool:
         """Count the offset of a record the agent processed in order, and of no other: faust
@@ -370,7 +357,6 @@ class _SagaConsumer(Consumer):
                 log.warning("revoke_commit_skipped", waited=REVOKE_COMMIT_TIMEOUT)
         self._rereads.clear()
         self._next.clear()
-        self._held_since.clear()
         await super().on_partitions_revoked(revoked)
 
     async def on_stop(self) -> None:

@@ -271,17 +271,3 @@ async def test_a_reread_whose_first_record_lies_further_on_goes_on_from_there(ap
     fetcher.batches.append({tp: [FetchedRecord(9)]})
     await consumer._getmany({tp}, 1.0)
     assert consumer.in_order(read(tp, 9))
-
-
-async def test_records_behind_a_gap_go_on_once_the_re_read_failed_for_too_long(app: Any) -> None:
-    """Holding a partition forever would stall every saga on it: past the patience, the records
-    behind the gap are processed (an error is logged), and commits still stop at the gap."""
-    from saga_app.kafka_io import ORDER_PATIENCE
-
-    consumer, tp, _ = unprocessed(app, committed=6, acked=[])
-    assert not consumer.in_order(read(tp, 8))
-    consumer._held_since[(tp, 6)] -= ORDER_PATIENCE + 1  # the re-read began that long ago
-    late = read(tp, 9)
-    assert consumer.in_order(late)
-    consumer.ack(late)
-    assert consumer._new_offset(tp) is None, "committed past the records never read"
