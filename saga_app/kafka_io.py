@@ -28,7 +28,7 @@ from mode.utils.futures import notify
 from saga_app.connection import ssl_context
 from saga_app.deliveries import DeliveryFailed, PendingDeliveries
 from saga_app.settings import Settings
-from saga_app.staged import FLUSH_TIMEOUT, FlushFailed, StagedWrites
+from saga_app.staged import StagedWrites, StateNotStored
 from saga_app.state import SagaState
 from saga_app.web_errors import json_errors
 
@@ -138,7 +138,7 @@ class Batches:
     async def _flush(self, stream: Any) -> None:
         try:
             await self.app.staged.flush()
-        except FlushFailed as e:
+        except StateNotStored as e:
             log.error("stopping_worker", reason=str(e), then="restart it: it replays the rest")
             await self.app.crash(e)
             raise
@@ -425,12 +425,6 @@ SESSION_TIMEOUT = 6.0
 default minimum); heartbeats go every second, so a busy worker is not mistaken for a dead one."""
 
 
-PRODUCE_TIMEOUT = FLUSH_TIMEOUT
-"""Seconds aiokafka gives a produce request, and a batch waiting to be sent, before it fails.
-Faust's default is 20 minutes: in a chaos run a worker's sends hung for over a minute after a
-broker came back, silently, with every saga on its partitions stalled behind them."""
-
-
 def make_faust_app(
     settings: Settings, role: str, web_middlewares: Sequence[Middleware] = ()
 ) -> faust.App:
@@ -466,7 +460,6 @@ def make_faust_app(
         broker_session_timeout=SESSION_TIMEOUT,
         broker_heartbeat_interval=1.0,
         producer_acks=-1,
-        producer_request_timeout=PRODUCE_TIMEOUT,
         producer_linger_ms=settings.producer_linger_ms,
         consumer_auto_offset_reset="earliest",
         key_serializer="raw",

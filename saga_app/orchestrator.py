@@ -84,10 +84,10 @@ class Orchestrator:
 
     Outputs are staged, not awaited: they leave once the batch's states are in the changelog
     (saga_app.staged), and the offset commit waits until the broker acknowledged them
-    (saga_app.deliveries), so a crash before the commit replays the record. If a record read
-    again after a takeover changes nothing (its effect was stored before the crash, or it no
-    longer applies), the saga's outstanding command is sent again under its same message id and
-    its state stored again (`_catch_up`).
+    (saga_app.deliveries), so a crash before the commit replays the record. If a record read again after a takeover changes
+    nothing (its effect was stored before the crash, or it no longer applies), the saga's
+    outstanding command is sent again under its same message id and its state stored again
+    (`_catch_up`).
     """
 
     def __init__(

@@ -22,16 +22,15 @@ from typing import Any
 Send = Callable[[str, bytes, bytes | None, int | None], Awaitable[Awaitable[Any]]]
 """The producer's send: (topic, key, value, partition) -> the delivery of that record."""
 
-FLUSH_TIMEOUT = 30.0
-"""Seconds a flush may take: its states written and acknowledged, its messages handed over. A
-broker failover takes a few; a flush still unfinished after this stops the process (it restarts
-and replays) instead of holding every later output back without a word."""
+STATE_TIMEOUT = 30.0
+"""Seconds a flush waits for its state records' acknowledgements. A broker failover takes a few;
+a record still unacknowledged after this stops the worker (it restarts and replays) instead of
+holding every later output back without a word."""
 
 
-class FlushFailed(Exception):
-    """A batch's states were not acknowledged, or its messages not handed over, in time: what
-    follows from them never leaves, and the process must stop so that its records are read
-    again."""
+class StateNotStored(Exception):
+    """A state record the broker did not acknowledge: the messages that follow from it never
+    leave, and the worker must stop so that its records are read again."""
 
 
 class StagedWrites:
@@ -45,7 +44,7 @@ class StagedWrites:
     def __init__(
         self,
         send: Send,
-        timeout: float = FLUSH_TIMEOUT,
+        timeout: float = STATE_TIMEOUT,
         on_stored: Callable[[Sequence[Any]], None] | None = None,
     ) -> None:
         """`on_stored` gets the acknowledgements of each flush's state records."""
@@ -71,35 +70,29 @@ class StagedWrites:
     async def flush(self) -> None:
         """Write the staged states, wait for their acks, then hand over the staged messages.
 
-        Raises `FlushFailed` if a state record failed, or if the flush did not end within the
-        timeout; the messages not handed over by then never leave (the process stops, and a
-        replay stages them again). The messages' own acknowledgements are the offset commit's
-        to wait for."""
+        Raises `StateNotStored` if a state record failed or was not acknowledged in time; the
+        messages staged with it are dropped (the worker stops, and a replay stages them again).
+        The messages' own acknowledgements are the offset commit's to wait for."""
         async with self._lock:
             states, self._states = self._states, {}
             messages, self._messages = self._messages, []
-            try:
-                await asyncio.wait_for(self._write(states, messages), self.timeout)
-            except TimeoutError:
-                raise FlushFailed(
-                    f"{len(states)} state records and {len(messages)} messages not written"
-                    f" within {self.timeout:.0f}s"
-                ) from None
-            except Exception as e:
-                raise FlushFailed(f"a batch was not written: {e!r}") from e
+            if states:
+                deliveries = [
+                    await self._send(topic, key, value, partition)
+                    for (topic, key), (partition, value) in states.items()
+                ]
+                acks = await self._acknowledged(deliveries)
+                if self._on_stored is not None:
+                    self._on_stored(acks)
+            for topic, key, value in messages:
+                await self._send(topic, key, value, None)
 
-    async def _write(
-        self,
-        states: dict[tuple[str, bytes], tuple[int | None, bytes | None]],
-        messages: list[tuple[str, bytes, bytes]],
-    ) -> None:
-        if states:
-            deliveries = [
-                await self._send(topic, key, value, partition)
-                for (topic, key), (partition, value) in states.items()
-            ]
-            acks = await asyncio.gather(*deliveries)
-            if self._on_stored is not None:
-                self._on_stored(acks)
-        for topic, key, value in messages:
-            await self._send(topic, key, value, None)
+    async def _acknowledged(self, deliveries: list[Awaitable[Any]]) -> list[Any]:
+        try:
+            return await asyncio.wait_for(asyncio.gather(*deliveries), self.timeout)
+        except TimeoutError:
+            raise StateNotStored(
+                f"{len(deliveries)} state records not acknowledged within {self.timeout:.0f}s"
+            ) from None
+        except Exception as e:
+            raise StateNotStored(f"a state record was not stored: {e!r}") from e
