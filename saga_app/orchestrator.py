@@ -82,9 +82,9 @@ class Orchestrator:
     Every failure of one record ends in a dead letter, never in an exception that would make Faust
     skip the record silently (FAUST.md, point 4).
 
-    Outputs are staged, not awaited: they leave once the batch's states are in the changelog
-    (saga_app.staged), and the offset commit waits until the broker acknowledged them
-    (saga_app.deliveries), so a crash before the commit replays the record. If a record read again after a takeover changes
+    Outputs are queued, not awaited: the producer's flush before each offset commit waits until
+    the broker acknowledged them and the saga's changelog record (saga_app.deliveries), so a
+    crash before the commit replays the record. If a record read again after a takeover changes
     nothing (its effect was stored before the crash, or it no longer applies), the saga's
     outstanding command is sent again under its same message id and its state stored again
     (`_catch_up`).
