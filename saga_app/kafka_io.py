@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,6 @@ from aiokafka.errors import KafkaError
 from faust.transport.drivers.aiokafka import Consumer, Producer
 from faust.types import TP
 from faust.types.auth import CredentialsT
-from mode.utils.futures import notify
 
 from saga_app.connection import ssl_context
 from saga_app.deliveries import DeliveryFailed, PendingDeliveries
@@ -119,10 +117,9 @@ class Batches:
         try:
             async for event in stream.events():
                 async with self._lock:
-                    if self.app.consumer.in_order(event.message):  # else it comes again
-                        await self.handle(event)
-                        self._events.append(event)
-                    if self._events and (waiting.empty() or len(self._events) >= MAX_BATCH):
+                    await self.handle(event)
+                    self._events.append(event)
+                    if waiting.empty() or len(self._events) >= MAX_BATCH:
                         await self._flush(stream)
         finally:
             idle.cancel()
@@ -202,50 +199,6 @@ class _SagaConsumer(Consumer):
         self._seeks: dict[TP, int] = {}
         self._rereads: dict[TP, _Reread] = {}
         self._rewinds: set[asyncio.Future[Any]] = set()
-        self._next: dict[TP, int] = {}
-        """Per partition, the offset the agent processes next (else: the committed one)."""
-        self._in_order: weakref.WeakSet[Any] = weakref.WeakSet()
-        """The records `in_order` handed to the agent: the only ones whose acks count."""
-
-    def in_order(self, message: Any) -> bool:
-        """Whether `message` is the next record of its partition for the agent to process.
-
-        Faust drops records it read (see `_new_offset`). Processing those after a dropped one
-        first reorders a saga's messages: in a chaos run a participant applied a compensation,
-        then the command it undid, which stayed in effect. So a record after a gap is set aside
-        (no longer awaited by faust, its offset not counted) and the partition is read again
-        from the first missing offset: the record set aside comes again behind it.
-        """
-        tp, offset = message.tp, message.offset
-        expected = self._next.get(tp, self._committed_offset.get(tp))
-        reread = self._rereads.get(tp)
-        if expected is not None and reread is not None:
-            expected = reread.resumes_at(expected)
-        if expected is None or offset <= expected:
-            self._next[tp] = offset + 1
-            self._in_order.add(message)
-            return True
-        self._set_aside(message)
-        if reread is None or reread.start != expected or reread.is_old():
-            self._reread(tp, expected, offset)
-        return False
-
-    def ack(self, message: Any) -> bool:
-        """Count the offset of a record the agent processed in order, and of no other: faust
-        also acks the records it skipped (its flow stopped for a rebalance, or a record of an
-        older generation), and a commit past those would lose them."""
-        if message in self._in_order:
-            acked: bool = super().ack(message)
-            return acked
-        self._set_aside(message)
-        return False
-
-    def _set_aside(self, message: Any) -> None:
-        """Faust stops waiting for `message` (a rebalance waits for every record read to be
-        acked) without its offset counting for the commit: it will be read again."""
-        message.acked = True
-        self._unacked_messages.discard(message)
-        notify(self._waiting_for_ack)
 
     def _new_offset(self, tp: TP) -> int | None:
         """Commit only a run of processed offsets that starts at the committed offset.
@@ -303,7 +256,6 @@ class _SagaConsumer(Consumer):
     async def _seek(self, partition: TP, offset: int) -> None:
         await super()._seek(partition, offset)  # aiokafka's seek: done at once, nothing between
         self._sought(partition)
-        self._next[partition] = offset
         reread = self._rereads.get(partition)
         if reread is not None and reread.start == offset:
             reread.seeks = self._seeks[partition]
@@ -313,7 +265,6 @@ class _SagaConsumer(Consumer):
         tps = self.assignment()
         for tp in tps:
             self._sought(tp)
-            self._next.pop(tp, None)
         offsets = await super().seek_to_committed()
         for tp in tps:
             self._sought(tp)
@@ -356,7 +307,6 @@ class _SagaConsumer(Consumer):
             except TimeoutError:
                 log.warning("revoke_commit_skipped", waited=REVOKE_COMMIT_TIMEOUT)
         self._rereads.clear()
-        self._next.clear()
         await super().on_partitions_revoked(revoked)
 
     async def on_stop(self) -> None:

@@ -148,16 +148,11 @@ class FakeStream:
 
 
 class StagingApp:
-    """The app as `Batches` uses it: its staging, its consumer's order check, and crash."""
+    """The app as `Batches` uses it: its staging, and crash."""
 
     def __init__(self, producer: FakeProducer) -> None:
         self.staged = StagedWrites(producer.send)
         self.crashed: BaseException | None = None
-        self.consumer = self
-        self.out_of_order: set[int] = set()
-
-    def in_order(self, message: FakeMessage) -> bool:
-        return message.offset not in self.out_of_order
 
     async def crash(self, reason: BaseException) -> None:
         self.crashed = reason
@@ -181,20 +176,6 @@ async def test_records_are_acked_only_after_their_batch_left() -> None:
     assert await settles(run)
     assert producer.topics() == ["sagas-changelog"] * 3 + ["orders.commands"] * 3
     assert stream.acked == [10, 11, 12]
-
-
-async def test_a_record_out_of_order_is_neither_processed_nor_acked() -> None:
-    producer = FakeProducer()
-    app = StagingApp(producer)
-    app.out_of_order = {12}
-    stream = FakeStream([10, 12])
-    handled: list[int] = []
-
-    async def handle(event: FakeEvent) -> None:
-        handled.append(event.message.offset)
-
-    await Batches(app, handle).run(stream)
-    assert handled == [10] and stream.acked == [10]
 
 
 async def test_a_state_not_stored_stops_the_app_and_acks_nothing() -> None:
