@@ -15,7 +15,6 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from saga_app.kafka_io import (
-    Batches,
     FaustPublisher,
     SagaRepository,
     highwater,
@@ -75,24 +74,24 @@ class SagaWorker:
         self._rebalances = 0
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         self.app.on_before_shutdown.connect(self._released)  # type: ignore[arg-type]
-        batches = Batches(self.app, self._orchestrate)
-        self.app.agent(self.source, name="orchestrate", concurrency=1)(batches.run)
+        self.app.agent(self.source, name="orchestrate", concurrency=1)(self._orchestrate)
         self.app.timer(settings.sweep_interval, name="sweep")(self._sweep)
         setup_prometheus_sensors(self.app, "/metrics", self.metrics.registry, "faust")
         install_views(self)
 
-    async def _orchestrate(self, event: Any) -> None:
-        message = event.message
-        await self.orchestrator.handle(
-            Record(
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                key=event.key,
-                value=event.value,
-                timestamp=message.timestamp,
+    async def _orchestrate(self, stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            await self.orchestrator.handle(
+                Record(
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    key=event.key,
+                    value=event.value,
+                    timestamp=message.timestamp,
+                )
             )
-        )
 
     def owned_partitions(self) -> frozenset[int]:
         """The saga partitions this worker is the active owner of right now."""

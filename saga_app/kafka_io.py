@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,6 @@ from faust.types.auth import CredentialsT
 from saga_app.connection import ssl_context
 from saga_app.deliveries import DeliveryFailed, PendingDeliveries
 from saga_app.settings import Settings
-from saga_app.staged import StagedWrites, StateNotStored
 from saga_app.state import SagaState
 from saga_app.web_errors import json_errors
 
@@ -66,82 +65,14 @@ class _CommitSafeProducer(Producer):
             raise
 
 
-class _StagedTable(faust.Table):  # type: ignore[type-arg]
-    """A table whose changelog records are staged with the batch (saga_app.staged): they are
-    written, and acknowledged, before any message of the batch leaves.
+class _ChangelogTrackedTable(faust.Table):  # type: ignore[type-arg]
+    """A table whose changelog records count as deliveries an offset commit waits for."""
 
-    The local store is written at once, as faust does, so later records of the batch read it."""
-
-    def on_key_set(self, key: Any, value: Any) -> None:
-        staged: StagedWrites = self.app.staged  # type: ignore[attr-defined]
-        staged.store(self._changelog, self.partition_for_key(key), key, value)
-
-    def on_key_del(self, key: Any) -> None:
-        staged: StagedWrites = self.app.staged  # type: ignore[attr-defined]
-        staged.store(self._changelog, self.partition_for_key(key), key, None)
-
-    @property
-    def _changelog(self) -> str:
-        return str(self.changelog_topic.get_topic_name())
-
-
-MAX_BATCH = 1000
-"""Records processed before their batch is flushed, at most."""
-
-IDLE_FLUSH = 0.05
-"""Seconds after which a batch left unflushed by a stream that stopped handing on records is
-flushed anyway (a rebalance stopped the flow, and faust waits for those records' acks)."""
-
-
-class Batches:
-    """Runs a stream's events through `handle` in batches, each ended by the app's flush.
-
-    A batch ends as soon as no further event is waiting, so at low load every event is its own
-    batch and waits for nothing; under load one flush (one changelog round trip) serves up to
-    `MAX_BATCH` records. An event is acked only once its batch is flushed: faust then commits
-    its offset only after its states and outputs left (and the producer's flush waits for the
-    outputs' acknowledgements, `_CommitSafeProducer`).
-    """
-
-    def __init__(self, app: Any, handle: Callable[[Any], Awaitable[None]]) -> None:
-        self.app = app
-        self.handle = handle
-        self._events: list[Any] = []
-        self._lock = asyncio.Lock()
-
-    async def run(self, stream: Any) -> None:
-        """The agent's body: process `stream` until it ends."""
-        stream.enable_acks = False  # acked in `_flush`, after the batch's writes left
-        waiting = stream.channel.queue
-        idle = asyncio.ensure_future(self._flush_when_idle(stream))
-        try:
-            async for event in stream.events():
-                async with self._lock:
-                    await self.handle(event)
-                    self._events.append(event)
-                    if waiting.empty() or len(self._events) >= MAX_BATCH:
-                        await self._flush(stream)
-        finally:
-            idle.cancel()
-
-    async def _flush_when_idle(self, stream: Any) -> None:
-        while True:
-            await asyncio.sleep(IDLE_FLUSH)  # a timer: checks for a batch the stream left behind
-            if self._events and not self._lock.locked():
-                async with self._lock:
-                    if self._events:
-                        await self._flush(stream)
-
-    async def _flush(self, stream: Any) -> None:
-        try:
-            await self.app.staged.flush()
-        except StateNotStored as e:
-            log.error("stopping_worker", reason=str(e), then="restart it: it replays the rest")
-            await self.app.crash(e)
-            raise
-        for event in self._events:
-            await stream.ack(event)
-        self._events.clear()
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        record = super().send_changelog(*args, **kwargs)
+        producer: Any = self.app.producer  # a _CommitSafeProducer (`_SagaApp._new_producer`)
+        producer.deliveries.track(record, f"a changelog record of table {self.name}")
+        return record
 
 
 REVOKE_COMMIT_TIMEOUT = 3.0
@@ -317,26 +248,7 @@ class _SagaConsumer(Consumer):
 
 
 class _SagaApp(faust.App):
-    """Faust's app with one `StagedWrites` for its tables and messages (see `Batches`)."""
-
     logger = logging.getLogger(faust.App.__module__)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.staged = StagedWrites(self._send_record, on_stored=self._persisted)
-
-    async def _send_record(
-        self, topic: str, key: bytes, value: bytes | None, partition: int | None
-    ) -> Any:
-        return await self.producer.send(topic, key, value, partition, None, None)
-
-    def _persisted(self, acks: Sequence[Any]) -> None:
-        """Note in each table's store how far its changelog is written, as faust does after a
-        changelog send: a restarted worker with rocksdb then reads the changelog from there."""
-        last = {TP(ack.topic, ack.partition): ack.offset for ack in acks}
-        tables = {t.changelog_topic.get_topic_name(): t for t in self.tables.values()}
-        for tp, offset in last.items():
-            tables[tp.topic].data.set_persisted_offset(tp, offset)
 
     def _new_producer(self) -> Any:
         return _CommitSafeProducer(self.transport, loop=self.loop, beacon=self.beacon)
@@ -414,7 +326,7 @@ def make_faust_app(
         consumer_auto_offset_reset="earliest",
         key_serializer="raw",
         value_serializer="raw",
-        Table=_StagedTable,
+        Table=_ChangelogTrackedTable,
         table_standby_replicas=0,
         autodiscover=False,
     )
@@ -509,10 +421,12 @@ class FaustPublisher:
         return topic
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
-        """Stage a message with the batch being processed (the agents' hot path): it leaves
-        once the batch's states are stored (`Batches`), and the offset commit waits until the
-        broker acknowledged it (`_CommitSafeProducer`)."""
-        self.app.staged.send(topic, key, value)
+        """Hand a message to the producer without waiting for the broker (the agent's hot path).
+
+        Safe because the producer's flush, which precedes every offset commit, waits until the
+        broker acknowledged it and stops the worker if it never does (`_CommitSafeProducer`).
+        """
+        await self.app.producer.send(topic, key, value, None, None, None)
 
     @property
     def failures(self) -> int:

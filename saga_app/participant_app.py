@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from saga_app.errors import SagaModuleError
-from saga_app.kafka_io import Batches, FaustPublisher, make_faust_app, readiness
+from saga_app.kafka_io import FaustPublisher, make_faust_app, readiness
 from saga_app.participant import Participant, Records, reply_to
 from saga_app.registry import import_user_module
 from saga_app.settings import Settings
@@ -129,11 +129,11 @@ class ParticipantWorker:
             partitions=self.settings.partitions,
         )
 
-        async def serve(event: Any) -> None:
-            await self.handle(participant, records, event)
+        async def serve(stream: Any) -> None:
+            async for event in stream.events():
+                await self.handle(participant, records, event)
 
-        batches = Batches(self.app, serve)
-        self.app.agent(topic, name=f"serve_{participant.name}", concurrency=1)(batches.run)
+        self.app.agent(topic, name=f"serve_{participant.name}", concurrency=1)(serve)
 
     async def handle(self, participant: Participant, records: Records, event: Any) -> None:
         """Answer one command; a command we cannot read goes to the dead-letter topic."""

@@ -1,5 +1,4 @@
-"""An offset commit waits for every output, and never passes a failed one (changelog records are
-acknowledged before their batch's outputs leave: test_staged.py).
+"""An offset commit waits for every output and changelog record, and never passes a failed one.
 
 Faust commits right after `await app.producer.flush()` (transport/consumer.py `_commit_offsets`);
 `commit` below does the same with the worker's real producer and table classes, unstarted, and
@@ -33,6 +32,18 @@ async def settles(task: asyncio.Task[None]) -> bool:
     return task.done()
 
 
+class FakeChangelog:
+    """Stands in for a table's changelog topic: `send_soon` hands back a future to settle."""
+
+    def __init__(self) -> None:
+        self.sent: list[asyncio.Future[Any]] = []
+
+    def send_soon(self, **kwargs: Any) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.sent.append(future)
+        return future
+
+
 @pytest.fixture
 def app(tmp_path: Any) -> Any:
     return make_faust_app(Settings(data_dir=tmp_path), "deliveries-test")
@@ -51,6 +62,19 @@ async def test_commit_waits_until_every_output_is_acknowledged(app: Any) -> None
     assert await settles(task)
     assert committed == [7]
     assert len(app.producer.deliveries) == 0
+
+
+async def test_commit_waits_for_the_changelog_record_of_a_table_write(app: Any) -> None:
+    table = app.Table("sagas", key_type=bytes, value_type=bytes)
+    changelog = FakeChangelog()
+    table._changelog_topic = changelog
+    table.send_changelog(0, b"saga-1", b'{"status": "running"}')
+    committed: list[int] = []
+    task = asyncio.create_task(commit(app, committed, 3))
+    assert not await settles(task), "committed before the saga's new state reached the changelog"
+    changelog.sent[0].set_result("acknowledged")
+    assert await settles(task)
+    assert committed == [3]
 
 
 async def test_a_failed_delivery_stops_the_commit_and_the_worker(app: Any) -> None:
