@@ -110,12 +110,12 @@ def product_run(
         pids = {"worker": worker.process.pid, "participants": participants.process.pid}
         stacks = {name: workdir / f"{prefix}{name}.stacks" for name in pids}
         samplers = [py_spy(pids[name], stacks[name]) for name in stacks] if profile else []
-        cpu_before = cpu_seconds(worker.process.pid), cpu_seconds(participants.process.pid)
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         sagas = batch(count, ["create_order"], happy=True)
         began = time.monotonic()
         finished = asyncio.run(run_batch(settings, sagas, timeout=600))
         elapsed = time.monotonic() - began
-        cpu_after = cpu_seconds(worker.process.pid), cpu_seconds(participants.process.pid)
+        cpu_after = {name: cpu_seconds(pid) for name, pid in pids.items()}
         for sampler in samplers:
             sampler.send_signal(signal.SIGINT)
             sampler.wait(timeout=60)
@@ -126,8 +126,7 @@ def product_run(
             "sagas_per_s": len(finished) / elapsed,
             "messages_per_s": len(finished) * MESSAGES_PER_SAGA / elapsed,
             **latencies(finished),
-            "worker_cpu": (cpu_after[0] - cpu_before[0]) * per_thousand,
-            "participants_cpu": (cpu_after[1] - cpu_before[1]) * per_thousand,
+            **{f"{name}_cpu": (cpu_after[name] - cpu_before[name]) * per_thousand for name in pids},
         }
         for name, rate, paced in paced_loads(figures["sagas_per_s"]):
             sagas = batch(paced, ["create_order"], happy=True)

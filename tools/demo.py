@@ -139,6 +139,35 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+class Outcomes:
+    """What `saga.events` told of the batch's sagas: when each started, how each ended."""
+
+    def __init__(self, wanted: dict[str, str]) -> None:
+        self.wanted = wanted
+        """saga_id -> saga type."""
+        self.started_at: dict[str, float] = {}
+        self.finished: dict[str, tuple[str, str, float]] = {}
+        self.counts: dict[str, int] = defaultdict(int)
+        self.timeouts = 0
+        """Steps that timed out: attempts beyond what the payloads asked for, in a happy batch."""
+
+    def note(self, event: dict[str, Any]) -> None:
+        saga_id = event["saga_id"]
+        if saga_id not in self.wanted:
+            return
+        if event["event"] == "saga_started":
+            self.started_at[saga_id] = event["at"]
+        self.timeouts += event["event"] == "step_timed_out"
+        status = TERMINAL.get(event["event"])
+        if status and saga_id not in self.finished:
+            duration = event["at"] - self.started_at.get(saga_id, event["at"])
+            self.finished[saga_id] = (self.wanted[saga_id], status, duration)
+            self.counts[status] += 1
+
+    def done(self) -> bool:
+        return len(self.finished) == len(self.wanted)
+
+
 async def run_batch(
     settings: Settings,
     sagas: list[tuple[str, str, dict[str, Any]]],
@@ -147,7 +176,7 @@ async def run_batch(
 ) -> dict[str, tuple[str, str, float]]:
     """Start the sagas (all at once, or `rate` per second) and follow `saga.events` until each
     is finished; returns id -> (type, outcome, seconds from its start to its end)."""
-    wanted = {saga_id: saga_type for saga_id, saga_type, _ in sagas}
+    outcomes = Outcomes({saga_id: saga_type for saga_id, saga_type, _ in sagas})
     consumer = AIOKafkaConsumer(
         settings.catalog.events,
         **aiokafka_options(settings),
@@ -156,45 +185,30 @@ async def run_batch(
     )
     await consumer.start()
     await consumer.seek_to_end()
-    started_at: dict[str, float] = {}
-    finished: dict[str, tuple[str, str, float]] = {}
-    counts: dict[str, int] = defaultdict(int)
     wall = time.monotonic()
-    progress = Progress(len(wanted))
-    timeouts = 0
+    progress = Progress(len(sagas))
     try:
         async with SagaClient(settings) as client:
             starting = asyncio.ensure_future(start_sagas(client, sagas, rate))
             try:
                 deadline = time.monotonic() + timeout
-                while len(finished) < len(wanted) and time.monotonic() < deadline:
-                    batch_ = await consumer.getmany(timeout_ms=500)
-                    for records in batch_.values():
-                        for record in records:
-                            event = json.loads(record.value)
-                            saga_id = event["saga_id"]
-                            if saga_id not in wanted:
-                                continue
-                            if event["event"] == "saga_started":
-                                started_at[saga_id] = event["at"]
-                            timeouts += event["event"] == "step_timed_out"
-                            status = TERMINAL.get(event["event"])
-                            if status and saga_id not in finished:
-                                duration = event["at"] - started_at.get(saga_id, event["at"])
-                                finished[saga_id] = (wanted[saga_id], status, duration)
-                                counts[status] += 1
-                    progress.show(len(finished), counts)
+                while not outcomes.done() and time.monotonic() < deadline:
+                    fetched = await consumer.getmany(timeout_ms=500)
+                    for record in itertools.chain.from_iterable(fetched.values()):
+                        outcomes.note(json.loads(record.value))
+                    progress.show(len(outcomes.finished), outcomes.counts)
                 await starting
             finally:
                 starting.cancel()
     finally:
         await consumer.stop()
     elapsed = time.monotonic() - wall
+    finished = outcomes.finished
     if progress.tty:
         print()
     print(
-        f"{len(finished)} of {len(wanted)} sagas finished in {elapsed:.1f}s "
-        f"({len(finished) / elapsed:.1f} sagas/s, {timeouts} steps timed out)"
+        f"{len(finished)} of {len(sagas)} sagas finished in {elapsed:.1f}s "
+        f"({len(finished) / elapsed:.1f} sagas/s, {outcomes.timeouts} steps timed out)"
     )
     return finished
 
