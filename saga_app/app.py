@@ -18,6 +18,7 @@ from saga_app.kafka_io import (
     FaustPublisher,
     SagaRepository,
     highwater,
+    in_order,
     make_faust_app,
     readiness,
     takeover_offsets,
@@ -82,6 +83,8 @@ class SagaWorker:
     async def _orchestrate(self, stream: Any) -> None:
         async for event in stream.events():
             message = event.message
+            if not in_order(self.app, message):
+                continue  # read again after the records faust dropped before it
             await self.orchestrator.handle(
                 Record(
                     topic=message.topic,

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from aiokafka.errors import KafkaError
 from faust.transport.drivers.aiokafka import Consumer, Producer
 from faust.types import TP
 from faust.types.auth import CredentialsT
+from mode.utils.futures import notify
 
 from saga_app.connection import ssl_context
 from saga_app.deliveries import DeliveryFailed, PendingDeliveries
@@ -110,9 +112,24 @@ class _Reread:
         return time.monotonic() - self.at > REREAD_AFTER
 
 
+class _ReadOffsets(dict[TP, int | None]):
+    """Faust's per-partition read offsets, which here never drop a record.
+
+    Faust's fetch loop drops a record below its partition's read offset, and sets that offset
+    once it handed a record on. A seek back made while the loop waits to hand a record on (the
+    agent's queue is full) is undone as soon as that record is in, and every record of the
+    re-read below it is dropped: in chaos runs a re-read sought back every 10 s and never got
+    the missing record, stalling its partition. `in_order` keeps each partition in order now.
+    """
+
+    def __getitem__(self, tp: TP) -> None:
+        return None
+
+
 class _SagaConsumer(Consumer):
     """Faust's aiokafka consumer, committing when a rebalance begins and leaving when stopped,
-    and never committing past a record the agent did not process.
+    handing the agent each partition's records in offset order, and never committing past a
+    record the agent did not process.
 
     Faust drops the processed-but-uncommitted offsets of revoked partitions before its own
     revoke-time commit, so every rebalance replayed up to a commit interval of records on every
@@ -130,6 +147,52 @@ class _SagaConsumer(Consumer):
         self._seeks: dict[TP, int] = {}
         self._rereads: dict[TP, _Reread] = {}
         self._rewinds: set[asyncio.Future[Any]] = set()
+        self._read_offset = _ReadOffsets()
+        self._next: dict[TP, int] = {}
+        """Per partition, the offset the agent processes next (else: the committed one)."""
+        self._in_order: weakref.WeakSet[Any] = weakref.WeakSet()
+        """The records `in_order` handed to the agent: the only ones whose acks count."""
+
+    def in_order(self, message: Any) -> bool:
+        """Whether `message` is the next record of its partition for the agent to process.
+
+        Faust drops records it read (see `_new_offset`). Processing the records after a dropped
+        one first reorders a saga's messages: in a chaos run a participant applied a
+        compensation, then the command it undid. So a record after a gap is set aside (no longer
+        awaited by faust, its offset not counted) and the partition is read again from the first
+        missing offset: the record set aside comes again behind it. A record before the
+        expected one is a replay; the engine and the participants ignore what they have seen.
+        """
+        tp, offset = message.tp, message.offset
+        expected = self._next.get(tp, self._committed_offset.get(tp))
+        reread = self._rereads.get(tp)
+        if expected is not None and reread is not None:
+            expected = reread.resumes_at(expected)
+        if expected is None or offset <= expected:
+            self._next[tp] = offset + 1
+            self._in_order.add(message)
+            return True
+        self._set_aside(message)
+        if reread is None or reread.start != expected or reread.is_old():
+            self._reread(tp, expected, offset)
+        return False
+
+    def ack(self, message: Any) -> bool:
+        """Count the offset of a record the agent processed in order, and of no other: faust
+        also acks the records it skipped (its flow stopped for a rebalance, or a record of an
+        older generation), and a commit past those would lose them."""
+        if message in self._in_order:
+            acked: bool = super().ack(message)
+            return acked
+        self._set_aside(message)
+        return False
+
+    def _set_aside(self, message: Any) -> None:
+        """Faust stops waiting for `message` (a rebalance waits for every record read to be
+        acked) without its offset counting for the commit: it will be read again."""
+        message.acked = True
+        self._unacked_messages.discard(message)
+        notify(self._waiting_for_ack)
 
     def _new_offset(self, tp: TP) -> int | None:
         """Commit only a run of processed offsets that starts at the committed offset.
@@ -187,6 +250,7 @@ class _SagaConsumer(Consumer):
     async def _seek(self, partition: TP, offset: int) -> None:
         await super()._seek(partition, offset)  # aiokafka's seek: done at once, nothing between
         self._sought(partition)
+        self._next[partition] = offset
         reread = self._rereads.get(partition)
         if reread is not None and reread.start == offset:
             reread.seeks = self._seeks[partition]
@@ -196,6 +260,7 @@ class _SagaConsumer(Consumer):
         tps = self.assignment()
         for tp in tps:
             self._sought(tp)
+            self._next.pop(tp, None)
         offsets = await super().seek_to_committed()
         for tp in tps:
             self._sought(tp)
@@ -238,6 +303,7 @@ class _SagaConsumer(Consumer):
             except TimeoutError:
                 log.warning("revoke_commit_skipped", waited=REVOKE_COMMIT_TIMEOUT)
         self._rereads.clear()
+        self._next.clear()
         await super().on_partitions_revoked(revoked)
 
     async def on_stop(self) -> None:
@@ -359,6 +425,12 @@ async def takeover_offsets(app: faust.App, partitions: list[TP]) -> dict[TP, tup
     earliest = await consumer.earliest_offsets(*partitions)
     committed = consumer._committed_offset  # faust's record of the last commit (no public API)
     return {tp: (committed.get(tp) or earliest[tp], ends[tp]) for tp in partitions}
+
+
+def in_order(app: faust.App, message: Any) -> bool:
+    """Whether an agent processes `message` now; if not, it comes again in offset order."""
+    consumer: Any = app.consumer  # a _SagaConsumer (`_SagaApp._new_consumer`)
+    return bool(consumer.in_order(message))
 
 
 def highwater(app: faust.App, tp: TP) -> int:

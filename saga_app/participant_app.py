@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from saga_app.errors import SagaModuleError
-from saga_app.kafka_io import FaustPublisher, make_faust_app, readiness
+from saga_app.kafka_io import FaustPublisher, in_order, make_faust_app, readiness
 from saga_app.participant import Participant, Records, reply_to
 from saga_app.registry import import_user_module
 from saga_app.settings import Settings
@@ -131,7 +131,8 @@ class ParticipantWorker:
 
         async def serve(stream: Any) -> None:
             async for event in stream.events():
-                await self.handle(participant, records, event)
+                if in_order(self.app, event.message):  # else it comes again, in order
+                    await self.handle(participant, records, event)
 
         self.app.agent(topic, name=f"serve_{participant.name}", concurrency=1)(serve)
 

@@ -143,6 +143,7 @@ def unprocessed(app: Any, committed: int, acked: list[int]) -> tuple[Any, Any, F
 
     consumer, tp, fetcher = app.consumer, TP("t.saga.requests", 5), FakeFetcher()
     consumer._thread = fetcher
+    app.topics._acking_topics.add(tp.topic)
     consumer._committed_offset[tp] = committed
     consumer._acked[tp] = list(acked)
     consumer._acked_index[tp] = set(acked)
@@ -241,3 +242,90 @@ async def test_a_never_committed_input_partition_is_read_from_its_log_start(app:
     assert consumer._committed_offset[requests] == 7
     assert consumer._committed_offset[committed] == 42
     assert consumer._committed_offset[changelog] is None
+
+
+def read(tp: Any, offset: int) -> Any:
+    """A record of `tp` (an input topic) as faust hands it to the agent."""
+    from faust.types.tuples import ConsumerMessage
+
+    return ConsumerMessage(tp.topic, tp.partition, offset, 0.0, 0, None, b"k", b"v", None, tp=tp)
+
+
+async def test_a_record_after_a_dropped_one_waits_until_the_dropped_one_was_read_again(
+    app: Any,
+) -> None:
+    """Faust dropped offset 7: the record at 8 is set aside, not processed before it (a saga's
+    compensation would overtake its command), and the partition is read again from 7."""
+    consumer, tp, fetcher = unprocessed(app, committed=6, acked=[])
+    assert consumer.in_order(read(tp, 6))
+    early = read(tp, 8)
+    consumer._unacked_messages.add(early)
+    assert not consumer.in_order(early)
+    await asyncio.gather(*consumer._rewinds)
+    assert fetcher.seeks == [(tp, 7)]
+    assert early.acked and early not in consumer._unacked_messages, "a rebalance would wait"
+    assert not consumer.in_order(read(tp, 9)), "records behind the gap wait too"
+    assert fetcher.seeks == [(tp, 7)], "read again once, not once per record behind the gap"
+    again = [read(tp, offset) for offset in (7, 8, 9)]
+    assert all(consumer.in_order(message) for message in again)
+    for message in again:
+        consumer.ack(message)
+    assert consumer._acked[tp] == [7, 8, 9]
+
+
+async def test_a_record_faust_skipped_is_acked_without_its_offset_counting(app: Any) -> None:
+    """Faust acks the records it skips (flow stopped for a rebalance, an older generation):
+    counted, a commit would pass them unprocessed."""
+    consumer, tp, _ = unprocessed(app, committed=6, acked=[])
+    processed, skipped = read(tp, 6), read(tp, 7)
+    assert consumer.in_order(processed)
+    consumer._unacked_messages.add(skipped)
+    assert consumer.ack(processed) and not consumer.ack(skipped)
+    assert consumer._acked[tp] == [6]
+    assert skipped.acked and skipped not in consumer._unacked_messages
+    assert consumer._new_offset(tp) == 7
+
+
+async def test_a_reread_whose_first_record_lies_further_on_goes_on_from_there(app: Any) -> None:
+    """Retention moved the log start past the committed offset: the re-read's first record is
+    the next one, not a record behind a gap."""
+    consumer, tp, fetcher = unprocessed(app, committed=6, acked=[])
+    assert not consumer.in_order(read(tp, 9))
+    await asyncio.gather(*consumer._rewinds)
+    fetcher.batches.append({tp: [FetchedRecord(9)]})
+    await consumer._getmany({tp}, 1.0)
+    assert consumer.in_order(read(tp, 9))
+
+
+async def test_a_seek_back_made_while_a_record_is_handed_on_reads_the_records_again(
+    app: Any,
+) -> None:
+    """Faust's fetch loop marks a partition read up to each record it handed on, and dropped
+    the records of a re-read below that mark: a seek back made while the agent's queue was
+    full never got the missing records (chaos runs: a partition stalled for good)."""
+    consumer, tp, _ = unprocessed(app, committed=6, acked=[])
+    batches = [[read(tp, 9)], [read(tp, 7), read(tp, 8), read(tp, 9)]]
+    handed_on: list[int] = []
+    fetcher = Stoppable()
+
+    async def getmany(timeout: float) -> Any:
+        for message in batches.pop(0) if batches else []:
+            yield tp, message
+        if not batches:
+            fetcher._stopped.set()
+
+    async def hand_on(message: Any) -> None:
+        if message.offset == 9 and not handed_on:
+            await consumer.seek(tp, 7)  # the agent found 7 and 8 missing meanwhile
+        handed_on.append(message.offset)
+
+    consumer.getmany, consumer.callback = getmany, hand_on
+    await consumer._drain_messages(fetcher)
+    assert handed_on == [9, 7, 8, 9]
+
+
+class Stoppable:
+    """Stands in for faust's Fetcher service: the fetch loop runs until it is stopped."""
+
+    def __init__(self) -> None:
+        self._stopped = asyncio.Event()
