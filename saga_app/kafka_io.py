@@ -162,20 +162,39 @@ class _SagaConsumer(Consumer):
         awaited by faust, its offset not counted) and the partition is read again from the first
         missing offset: the record set aside comes again behind it. A record before the
         expected one is a replay; the engine and the participants ignore what they have seen.
+
+        Faust hands records on while it still awaits the committed offsets after an assignment
+        (it resumes the partitions before `perform_seek`): such a record is set aside too, the
+        seek to the committed offset reads it again.
         """
         tp, offset = message.tp, message.offset
         expected = self._next.get(tp, self._committed_offset.get(tp))
+        if expected is None:
+            if not self.app.topics.acks_enabled_for(tp.topic):
+                return True  # nothing committed here, nothing to keep in order
+            self._set_aside(message)
+            return False
         reread = self._rereads.get(tp)
-        if expected is not None and reread is not None:
-            expected = reread.resumes_at(expected)
-        if expected is None or offset <= expected:
+        resumes = expected if reread is None else reread.resumes_at(expected)
+        if offset <= resumes:
+            self._no_records_between(tp, expected, offset)
             self._next[tp] = offset + 1
             self._in_order.add(message)
             return True
         self._set_aside(message)
-        if reread is None or reread.start != expected or reread.is_old():
-            self._reread(tp, expected, offset)
+        if reread is None or reread.start != resumes or reread.is_old():
+            self._reread(tp, resumes, offset)
         return False
+
+    def _no_records_between(self, tp: TP, start: int, end: int) -> None:
+        """Count offsets a re-read found no record at (a transaction's commit marker, or the
+        log start moved by retention) as processed, so the commit moves past them."""
+        committed = self._committed_offset.get(tp)
+        acked, index = self._acked[tp], self._acked_index[tp]
+        for offset in range(start, end):
+            if (committed is None or offset >= committed) and offset not in index:
+                index.add(offset)
+                acked.append(offset)
 
     def ack(self, message: Any) -> bool:
         """Count the offset of a record the agent processed in order, and of no other: faust
