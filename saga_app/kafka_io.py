@@ -152,6 +152,8 @@ class _SagaConsumer(Consumer):
         """Per partition, the offset the agent processes next (else: the committed one)."""
         self._in_order: weakref.WeakSet[Any] = weakref.WeakSet()
         """The records `in_order` handed to the agent: the only ones whose acks count."""
+        self._handed_on_early: set[TP] = set()
+        """Partitions with records set aside before their committed offset was known."""
 
     def in_order(self, message: Any) -> bool:
         """Whether `message` is the next record of its partition for the agent to process.
@@ -164,8 +166,8 @@ class _SagaConsumer(Consumer):
         expected one is a replay; the engine and the participants ignore what they have seen.
 
         Faust hands records on while it still awaits the committed offsets after an assignment
-        (it resumes the partitions before `perform_seek`): such a record is set aside too, the
-        seek to the committed offset reads it again.
+        (it resumes the partitions before `perform_seek`): such a record is set aside too, and
+        `perform_seek` reads its partition again from the committed offset.
         """
         tp, offset = message.tp, message.offset
         expected = self._next.get(tp, self._committed_offset.get(tp))
@@ -173,6 +175,7 @@ class _SagaConsumer(Consumer):
             if not self.app.topics.acks_enabled_for(tp.topic):
                 return True  # nothing committed here, nothing to keep in order
             self._set_aside(message)
+            self._handed_on_early.add(tp)
             return False
         reread = self._rereads.get(tp)
         resumes = expected if reread is None else reread.resumes_at(expected)
@@ -253,6 +256,10 @@ class _SagaConsumer(Consumer):
         but dropped (flow stopped for a rebalance, a batch cut short by a new generation) were
         committed past, and their sagas never started. From the log start, faust's seek-back
         after dropping a fetch reads them again, and `_new_offset` sees any other such gap.
+
+        A partition whose records `in_order` set aside while its committed offset was not yet
+        known is sought to it again: those records may have come from there, and the fetcher
+        is past them.
         """
         await super().perform_seek()
         never_committed = [
@@ -262,9 +269,12 @@ class _SagaConsumer(Consumer):
         ]
         if never_committed:
             starts = await self.earliest_offsets(*never_committed)
-            for tp in never_committed:
-                await self.seek(tp, starts[tp])
-                self._committed_offset[tp] = starts[tp]
+            self._committed_offset.update(starts)
+        early, self._handed_on_early = self._handed_on_early, set()
+        for tp in {*never_committed, *(early & self.assignment())}:
+            offset = self._committed_offset.get(tp)
+            if offset is not None:
+                await self.seek(tp, offset)
 
     async def _seek(self, partition: TP, offset: int) -> None:
         await super()._seek(partition, offset)  # aiokafka's seek: done at once, nothing between
