@@ -1,6 +1,6 @@
-"""The orchestrator as a Faust application: one table, one agent, one timer, the web views.
+"""The orchestrator as a Faust application: one table, one consumer, one timer, the web views.
 
-Everything here is wiring. The agent hands each record to `Orchestrator.handle`; the timer hands
+Everything here is wiring. The consumer hands each record to `Orchestrator.handle`; the timer hands
 the clock to `Orchestrator.sweep`; the decisions are the engine's.
 """
 
@@ -18,7 +18,6 @@ from saga_app.kafka_io import (
     FaustPublisher,
     SagaRepository,
     highwater,
-    in_order,
     make_faust_app,
     readiness,
     takeover_offsets,
@@ -75,26 +74,22 @@ class SagaWorker:
         self._rebalances = 0
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         self.app.on_before_shutdown.connect(self._released)  # type: ignore[arg-type]
-        self.app.agent(self.source, name="orchestrate", concurrency=1)(self._orchestrate)
+        self.app.consume(self.source, self._orchestrate)
         self.app.timer(settings.sweep_interval, name="sweep")(self._sweep)
         setup_prometheus_sensors(self.app, "/metrics", self.metrics.registry, "faust")
         install_views(self)
 
-    async def _orchestrate(self, stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            if not in_order(self.app, message):
-                continue  # read again after the records faust dropped before it
-            await self.orchestrator.handle(
-                Record(
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    key=event.key,
-                    value=event.value,
-                    timestamp=message.timestamp,
-                )
+    async def _orchestrate(self, message: Any) -> None:
+        await self.orchestrator.handle(
+            Record(
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                key=message.key,
+                value=message.value,
+                timestamp=message.timestamp,
             )
+        )
 
     def owned_partitions(self) -> frozenset[int]:
         """The saga partitions this worker is the active owner of right now."""

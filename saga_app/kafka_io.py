@@ -1,8 +1,11 @@
-"""The two bridges between the orchestrator and Faust: the saga table and the producer.
+"""The bridges between the processor and Faust: the consumer's loop, the tables, the producer.
 
-Both stay bytes-in, bytes-out at the Faust boundary (FAUST.md, points 2 and 3): the table is
-declared with bytes keys and values and keyed by the raw saga_id, exactly like the topics, so a
-saga's state, requests and replies share one partition and web routing finds its owner.
+The loop hands each record of the consumed topics straight to its handler and flushes every
+round of records before its offsets count (`_SagaConsumer`); faust keeps the group, the
+tables' changelogs and recovery, and the web. All stay bytes-in, bytes-out at the Faust
+boundary (FAUST.md, points 2 and 3): the table is declared with bytes keys and values and keyed
+by the raw saga_id, exactly like the topics, so a saga's state, requests and replies share one
+partition and web routing finds its owner.
 """
 
 from __future__ import annotations
@@ -10,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import weakref
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,14 +22,15 @@ import faust
 import structlog
 from aiohttp.typedefs import Middleware
 from aiokafka.errors import KafkaError
+from faust.streams import _current_event
 from faust.transport.drivers.aiokafka import Consumer, Producer
 from faust.types import TP
 from faust.types.auth import CredentialsT
-from mode.utils.futures import notify
 
 from saga_app.connection import ssl_context
 from saga_app.deliveries import DeliveryFailed, PendingDeliveries
 from saga_app.settings import Settings
+from saga_app.staged import StagedWrites, StateNotStored
 from saga_app.state import SagaState
 from saga_app.web_errors import json_errors
 
@@ -67,73 +70,63 @@ class _CommitSafeProducer(Producer):
             raise
 
 
-class _ChangelogTrackedTable(faust.Table):  # type: ignore[type-arg]
-    """A table whose changelog records count as deliveries an offset commit waits for."""
+class _StagedTable(faust.Table):  # type: ignore[type-arg]
+    """A table whose changelog records are staged with the round of records being processed
+    (saga_app.staged): written, and acknowledged, before any message of the round leaves.
 
-    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
-        record = super().send_changelog(*args, **kwargs)
-        producer: Any = self.app.producer  # a _CommitSafeProducer (`_SagaApp._new_producer`)
-        producer.deliveries.track(record, f"a changelog record of table {self.name}")
-        return record
+    The local store is written at once, as faust does, so later records of the round read it;
+    the changelog record goes to the partition of the record being processed, as faust's does."""
+
+    def on_key_set(self, key: Any, value: Any) -> None:
+        self._staged.store(self._changelog, self.partition_for_key(key), key, value)
+
+    def on_key_del(self, key: Any) -> None:
+        self._staged.store(self._changelog, self.partition_for_key(key), key, None)
+
+    @property
+    def _staged(self) -> StagedWrites:
+        app: _SagaApp = self.app  # type: ignore[assignment]
+        return app.staged
+
+    @property
+    def _changelog(self) -> str:
+        return str(self.changelog_topic.get_topic_name())
 
 
 REVOKE_COMMIT_TIMEOUT = 3.0
 """Seconds a rebalance waits for the commit of what was processed before it."""
 
-REREAD_AFTER = 10.0
-"""Seconds after which a partition whose head offset is still unprocessed is read again."""
+Handler = Callable[[Any], Awaitable[None]]
+"""Processes one record (faust's `ConsumerMessage`) of a consumed topic, and never raises: a
+record it cannot process it parks in the dead-letter topic."""
 
 
 @dataclass
-class _Reread:
-    """A partition sought back to `start` because the record there was never processed."""
+class _Processing:
+    """What faust's tables and stores take for the current event: the record being processed.
+    Its `message.partition` chooses the store's partition and the changelog record's."""
 
-    start: int
-    seeks: int
-    """The partition's seek count once the seek was done: batches fetched since start there."""
-    at: float
-    first: int | None = None
-    """The first offset fetched after the seek: with `first > start`, no record lies between."""
-
-    def fetched(self, seeks: int | None, offset: int) -> None:
-        """A batch beginning at `offset` arrived while the partition's seek count was `seeks`."""
-        if self.first is None and seeks == self.seeks:
-            self.first = offset
-
-    def resumes_at(self, offset: int) -> int:
-        """Where records resume from `offset`: further on if this re-read began there and its
-        first record lay beyond (nothing lies between), else `offset` itself."""
-        if self.start == offset and self.first is not None and self.first > offset:
-            return self.first
-        return offset
-
-    def is_old(self) -> bool:
-        """Still not processed long after: the seek failed or the record was dropped again."""
-        return time.monotonic() - self.at > REREAD_AFTER
-
-
-class _ReadOffsets(dict[TP, int | None]):
-    """Faust's per-partition read offsets, which here never drop a record.
-
-    Faust's fetch loop drops a record below its partition's read offset, and sets that offset
-    once it handed a record on. A seek back made while the loop waits to hand a record on (the
-    agent's queue is full) is undone as soon as that record is in, and every record of the
-    re-read below it is dropped: in chaos runs a re-read sought back every 10 s and never got
-    the missing record, stalling its partition. `in_order` keeps each partition in order now.
-    """
-
-    def __getitem__(self, tp: TP) -> None:
-        return None
+    message: Any
 
 
 class _SagaConsumer(Consumer):
-    """Faust's aiokafka consumer, committing when a rebalance begins and leaving when stopped,
-    handing the agent each partition's records in offset order, and never committing past a
-    record the agent did not process.
+    """Faust's aiokafka consumer with a fetch loop of its own for the topics `consume` names.
 
-    Faust drops the processed-but-uncommitted offsets of revoked partitions before its own
-    revoke-time commit, so every rebalance replayed up to a commit interval of records on every
-    partition: committing first leaves only the record in flight to be read again.
+    Faust's loop hands records one at a time through channels and streams to agents, and drops
+    records on the way: a batch fetched before a seek is handed on after it, every resume of the
+    flow empties the agents' queues, a record below the read offset is dropped, a skipped event
+    is acked. Chaos runs lost starts to those drops and applied compensations before the
+    commands they undid. Here each fetched batch goes straight to its topic's handler, one
+    partition at a time in offset order; the round of batches is then flushed (its states in
+    the changelog, acknowledged, before its messages leave: `StagedWrites`), and only then do
+    its offsets count for the commit. Nothing read is dropped: a batch of a partition that is
+    paused, or fetched while the flow was stopped, is sought back to its first record; a round
+    fetched for an earlier assignment is left to the new one, which reads from the committed
+    offsets. Records of other topics (the changelogs a recovery reads) take faust's own path.
+
+    On a rebalance the round in progress ends first, then what was processed is committed:
+    faust dropped the processed-but-uncommitted offsets of revoked partitions, so every
+    rebalance replayed up to a commit interval of records on every partition.
 
     A static member (`consumer_group_instance_id`, which lets a restarted worker take its
     partitions straight back) does not leave the group when it stops, so its partitions waited
@@ -144,196 +137,93 @@ class _SagaConsumer(Consumer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._seeks: dict[TP, int] = {}
-        self._rereads: dict[TP, _Reread] = {}
-        self._rewinds: set[asyncio.Future[Any]] = set()
-        self._read_offset = _ReadOffsets()
-        self._next: dict[TP, int] = {}
-        """Per partition, the offset the agent processes next (else: the committed one)."""
-        self._in_order: weakref.WeakSet[Any] = weakref.WeakSet()
-        """The records `in_order` handed to the agent: the only ones whose acks count."""
-        self._handed_on_early: set[TP] = set()
-        """Partitions with records set aside before their committed offset was known."""
+        self._processed: dict[TP, int] = {}
+        """Per input partition, the offset after the last record processed and flushed."""
+        self._round = asyncio.Lock()
+        """Held while a round of records is processed and flushed."""
 
-    def in_order(self, message: Any) -> bool:
-        """Whether `message` is the next record of its partition for the agent to process.
+    async def _drain_messages(self, fetcher: Any) -> None:
+        """Fetch, process, flush, until the consumer or `fetcher` stops (faust's fetch loop)."""
+        try:
+            while not (self.should_stop or fetcher.should_stop):
+                records, _ = await self._wait_next_records(timeout=1.0)
+                if records and not self.should_stop:  # aiokafka's: of the current assignment
+                    await self._process(records, fetched_for=self._assignment())
+                await asyncio.sleep(0)  # a fetch can return at once, again and again
+        except self.consumer_stopped_errors:
+            if not self.transport.app.should_stop:
+                raise
+        except asyncio.CancelledError:
+            if not self.transport.app.should_stop:
+                raise
 
-        Faust drops records it read (see `_new_offset`). Processing the records after a dropped
-        one first reorders a saga's messages: in a chaos run a participant applied a
-        compensation, then the command it undid. So a record after a gap is set aside (no longer
-        awaited by faust, its offset not counted) and the partition is read again from the first
-        missing offset: the record set aside comes again behind it. A record before the
-        expected one is a replay; the engine and the participants ignore what they have seen.
+    def _assignment(self) -> Any:
+        """aiokafka's assignment: a new object each rebalance, its positions reset from the
+        committed offsets."""
+        consumer = self._thread._consumer
+        return None if consumer is None else consumer._subscription.subscription.assignment
 
-        Faust hands records on while it still awaits the committed offsets after an assignment
-        (it resumes the partitions before `perform_seek`): such a record is set aside too, and
-        `perform_seek` reads its partition again from the committed offset.
-        """
-        tp, offset = message.tp, message.offset
-        expected = self._next.get(tp, self._committed_offset.get(tp))
-        if expected is None:
-            if not self.app.topics.acks_enabled_for(tp.topic):
-                return True  # nothing committed here, nothing to keep in order
-            self._set_aside(message)
-            self._handed_on_early.add(tp)
-            return False
-        reread = self._rereads.get(tp)
-        resumes = expected if reread is None else reread.resumes_at(expected)
-        if offset <= resumes:
-            self._no_records_between(tp, expected, offset)
-            self._next[tp] = offset + 1
-            self._in_order.add(message)
-            return True
-        self._set_aside(message)
-        if reread is None or reread.start != resumes or reread.is_old():
-            self._reread(tp, resumes, offset)
-        return False
+    async def _process(self, records: Mapping[TP, list[Any]], fetched_for: Any) -> None:
+        async with self._round:
+            if fetched_for is None or self._assignment() is not fetched_for:
+                return  # the new assignment reads these partitions from their committed offsets
+            app: _SagaApp = self.app  # type: ignore[assignment]
+            active = self._get_active_partitions()
+            processed: dict[TP, int] = {}
+            for tp, batch in records.items():
+                handle = app.handlers.get(tp.topic)
+                if not batch:
+                    continue
+                if not self.flow_active or tp not in active:
+                    self._thread.seek(tp, batch[0].offset)  # read again once it is resumed
+                elif handle is None:
+                    for record in batch:  # a changelog being recovered: faust's own path
+                        await self.callback(self._to_message(tp, record))
+                else:
+                    await self._handle(tp, batch, handle)
+                    processed[tp] = batch[-1].offset + 1
+            if processed:
+                try:
+                    await app.staged.flush()
+                except StateNotStored as e:
+                    log.error("stopping_worker", reason=str(e), then="restart it: it replays")
+                    await app.crash(e)
+                    raise
+                self._processed.update(processed)
 
-    def _no_records_between(self, tp: TP, start: int, end: int) -> None:
-        """Count offsets a re-read found no record at (a transaction's commit marker, or the
-        log start moved by retention) as processed, so the commit moves past them."""
-        committed = self._committed_offset.get(tp)
-        acked, index = self._acked[tp], self._acked_index[tp]
-        for offset in range(start, end):
-            if (committed is None or offset >= committed) and offset not in index:
-                index.add(offset)
-                acked.append(offset)
+    async def _handle(self, tp: TP, batch: list[Any], handle: Handler) -> None:
+        for record in batch:
+            message = self._to_message(tp, record)
+            self._on_message_in(tp, message.offset, message)  # faust's sensors count it
+            processing = _Processing(message)
+            token = _current_event.set(weakref.ref(processing))  # type: ignore[arg-type]
+            try:
+                await handle(message)
+            finally:
+                _current_event.reset(token)
 
-    def ack(self, message: Any) -> bool:
-        """Count the offset of a record the agent processed in order, and of no other: faust
-        also acks the records it skipped (its flow stopped for a rebalance, or a record of an
-        older generation), and a commit past those would lose them."""
-        if message in self._in_order:
-            acked: bool = super().ack(message)
-            return acked
-        self._set_aside(message)
-        return False
-
-    def _set_aside(self, message: Any) -> None:
-        """Faust stops waiting for `message` (a rebalance waits for every record read to be
-        acked) without its offset counting for the commit: it will be read again."""
-        message.acked = True
-        self._unacked_messages.discard(message)
-        notify(self._waiting_for_ack)
+    def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
+        """The partitions with processed records, for faust's commit."""
+        return (
+            tp
+            for tp in list(self._processed)
+            if topics is None or tp in topics or tp.topic in topics
+        )
 
     def _new_offset(self, tp: TP) -> int | None:
-        """Commit only a run of processed offsets that starts at the committed offset.
-
-        Faust read records it then dropped: a batch fetched before a seek is still handed on
-        after it, and every resume of its flow control empties the agents' queues. Faust
-        commits past a gap of one offset at the head (and fills later gaps it saw while
-        reading), so a start dropped so was never processed (chaos run: 1 of 5,000). Here a
-        partition whose committed offset was not processed is read again from there. If the
-        first record fetched then lies further on (a transaction's commit marker, or the log
-        start moved by retention), nothing lies between and the commit moves past it. A
-        partition never committed counts from its log start (`perform_seek`).
-        """
-        acked = self._acked[tp]
-        committed = self._committed_offset[tp]
-        if acked and committed is not None and committed >= 0 and min(acked) > committed:
-            reread = self._rereads.get(tp)
-            if reread is not None:
-                self._committed_offset[tp] = committed = reread.resumes_at(committed)
-            if min(acked) > committed:
-                if reread is None or reread.start != committed or reread.is_old():
-                    self._reread(tp, committed, min(acked))
-                return None
-        offset: int | None = super()._new_offset(tp)
-        return offset
-
-    def _reread(self, tp: TP, start: int, first_acked: int) -> None:
-        log.warning("unprocessed_offsets", partition=str(tp), offsets=[start, first_acked - 1])
-        self._rereads[tp] = _Reread(start, seeks=-1, at=time.monotonic())
-        rewind = asyncio.ensure_future(self.seek(tp, start))
-        self._rewinds.add(rewind)
-        rewind.add_done_callback(self._rewinds.discard)
-
-    async def perform_seek(self) -> None:
-        """Seek to the committed offsets, and a never-committed input partition to its log start.
-
-        Faust leaves a partition nothing was committed for where the fetcher happens to be and
-        records no committed offset for it, so nothing checks its first commit: records read
-        but dropped (flow stopped for a rebalance, a batch cut short by a new generation) were
-        committed past, and their sagas never started. From the log start, faust's seek-back
-        after dropping a fetch reads them again, and `_new_offset` sees any other such gap.
-
-        A partition whose records `in_order` set aside while its committed offset was not yet
-        known is sought to it again: those records may have come from there, and the fetcher
-        is past them.
-        """
-        await super().perform_seek()
-        never_committed = [
-            tp
-            for tp in self.assignment()
-            if self._committed_offset.get(tp) is None and self.app.topics.acks_enabled_for(tp.topic)
-        ]
-        if never_committed:
-            starts = await self.earliest_offsets(*never_committed)
-            self._committed_offset.update(starts)
-        early, self._handed_on_early = self._handed_on_early, set()
-        for tp in {*never_committed, *(early & self.assignment())}:
-            offset = self._committed_offset.get(tp)
-            if offset is not None:
-                await self.seek(tp, offset)
-
-    async def _seek(self, partition: TP, offset: int) -> None:
-        await super()._seek(partition, offset)  # aiokafka's seek: done at once, nothing between
-        self._sought(partition)
-        self._next[partition] = offset
-        reread = self._rereads.get(partition)
-        if reread is not None and reread.start == offset:
-            reread.seeks = self._seeks[partition]
-
-    async def seek_to_committed(self) -> Any:
-        """Counted as a seek before and after: it awaits the broker, a batch may come between."""
-        tps = self.assignment()
-        for tp in tps:
-            self._sought(tp)
-            self._next.pop(tp, None)
-        offsets = await super().seek_to_committed()
-        for tp in tps:
-            self._sought(tp)
-        return offsets
-
-    def _sought(self, tp: TP) -> None:
-        self._seeks[tp] = self._seeks.get(tp, 0) + 1
-
-    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
-        """aiokafka's batch, noting where each re-read begins: aiokafka returns records only
-        from the current position, so a partition's first record after the re-read's seek
-        is the first one at or after its start."""
-        records = await super()._getmany(active_partitions, timeout)
-        for tp, batch in records.items():
-            reread = self._rereads.get(tp)
-            if reread is not None and reread.first is None and batch:
-                reread.fetched(self._seeks.get(tp), batch[0].offset)
-        return records
-
-    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
-        """Faust's records, less those of a partition sought since their batch was fetched:
-        faust hands them on after the seek, and they would pass for records read there.
-        (A batch is fetched before its first record is handed on, with no await between.)"""
-        seeks: dict[TP, int] | None = None
-        async for tp, message in super().getmany(timeout):
-            if seeks is None:
-                seeks = dict(self._seeks)
-            if self._seeks.get(tp, 0) == seeks.get(tp, 0):
-                yield tp, message
-
-    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
-        """Faust takes offsets skipped while reading for compacted records and fills them in
-        at the next commit; on these topics they may be records it dropped. Left unfilled,
-        the commit stops there and `_new_offset` reads them again."""
+        """The offset to commit: after the last record processed and flushed."""
+        return self._processed.get(tp)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        if revoked and not self.should_stop:
-            try:  # a broker down must not hold the rebalance up: then the records replay
-                await asyncio.wait_for(self.commit(revoked), REVOKE_COMMIT_TIMEOUT)
-            except TimeoutError:
-                log.warning("revoke_commit_skipped", waited=REVOKE_COMMIT_TIMEOUT)
-        self._rereads.clear()
-        self._next.clear()
-        await super().on_partitions_revoked(revoked)
+        async with self._round:
+            if revoked and not self.should_stop:
+                try:  # a broker down must not hold the rebalance up: then the records replay
+                    await asyncio.wait_for(self.commit(revoked), REVOKE_COMMIT_TIMEOUT)
+                except TimeoutError:
+                    log.warning("revoke_commit_skipped", waited=REVOKE_COMMIT_TIMEOUT)
+            for tp in revoked:
+                self._processed.pop(tp, None)
+            await super().on_partitions_revoked(revoked)
 
     async def on_stop(self) -> None:
         await super().on_stop()
@@ -343,7 +233,35 @@ class _SagaConsumer(Consumer):
 
 
 class _SagaApp(faust.App):
+    """Faust's app whose consumer hands the records of the topics `consume` names straight to
+    their handlers, with one `StagedWrites` for its tables' changelog records and messages."""
+
     logger = logging.getLogger(faust.App.__module__)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.staged = StagedWrites(self._send_record, on_stored=self._persisted)
+        self.handlers: dict[str, Handler] = {}
+
+    def consume(self, topic: Any, handle: Handler) -> None:
+        """Subscribe to `topic` (a faust topic, of one or more names): `handle` gets its records
+        one by one, each partition's in offset order (`_SagaConsumer`)."""
+        self.topics.add(topic)
+        for name in topic.topics:
+            self.handlers[name] = handle
+
+    async def _send_record(
+        self, topic: str, key: bytes, value: bytes | None, partition: int | None
+    ) -> Any:
+        return await self.producer.send(topic, key, value, partition, None, None)
+
+    def _persisted(self, acks: Sequence[Any]) -> None:
+        """Note in each table's store how far its changelog is written, as faust does after a
+        changelog send: a restarted worker with rocksdb then reads the changelog from there."""
+        last = {TP(ack.topic, ack.partition): ack.offset for ack in acks}
+        tables = {t.changelog_topic.get_topic_name(): t for t in self.tables.values()}
+        for tp, offset in last.items():
+            tables[tp.topic].data.set_persisted_offset(tp, offset)
 
     def _new_producer(self) -> Any:
         return _CommitSafeProducer(self.transport, loop=self.loop, beacon=self.beacon)
@@ -384,7 +302,7 @@ default minimum); heartbeats go every second, so a busy worker is not mistaken f
 
 def make_faust_app(
     settings: Settings, role: str, web_middlewares: Sequence[Middleware] = ()
-) -> faust.App:
+) -> _SagaApp:
     """A Faust app with the settings every saga process shares; `role` names its group.
 
     `web_middlewares` run inside the one that answers errors in JSON (the orchestrator worker
@@ -421,7 +339,7 @@ def make_faust_app(
         consumer_auto_offset_reset="earliest",
         key_serializer="raw",
         value_serializer="raw",
-        Table=_ChangelogTrackedTable,
+        Table=_StagedTable,
         table_standby_replicas=0,
         autodiscover=False,
     )
@@ -454,12 +372,6 @@ async def takeover_offsets(app: faust.App, partitions: list[TP]) -> dict[TP, tup
     earliest = await consumer.earliest_offsets(*partitions)
     committed = consumer._committed_offset  # faust's record of the last commit (no public API)
     return {tp: (committed.get(tp) or earliest[tp], ends[tp]) for tp in partitions}
-
-
-def in_order(app: faust.App, message: Any) -> bool:
-    """Whether an agent processes `message` now; if not, it comes again in offset order."""
-    consumer: Any = app.consumer  # a _SagaConsumer (`_SagaApp._new_consumer`)
-    return bool(consumer.in_order(message))
 
 
 def highwater(app: faust.App, tp: TP) -> int:
@@ -522,12 +434,11 @@ class FaustPublisher:
         return topic
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
-        """Hand a message to the producer without waiting for the broker (the agent's hot path).
-
-        Safe because the producer's flush, which precedes every offset commit, waits until the
-        broker acknowledged it and stops the worker if it never does (`_CommitSafeProducer`).
-        """
-        await self.app.producer.send(topic, key, value, None, None, None)
+        """Stage a message with the round of records being processed (the handlers' hot path):
+        it leaves once the round's states are stored (`_SagaConsumer`), and the offset commit
+        waits until the broker acknowledged it (`_CommitSafeProducer`)."""
+        app: _SagaApp = self.app
+        app.staged.send(topic, key, value)
 
     @property
     def failures(self) -> int:

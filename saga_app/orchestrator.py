@@ -1,7 +1,7 @@
 """The orchestrator's driver: one Kafka record in, `decide`, the outputs out, the state stored.
 
-Kept free of Faust so it can be tested with a dict for a store and a list for a producer; the Faust
-agent in `saga_app.app` only feeds it records (STYLE.md: thin agents, a pure engine).
+Kept free of Faust so it can be tested with a dict for a store and a list for a producer; the
+worker in `saga_app.app` only feeds it records (STYLE.md: thin agents, a pure engine).
 """
 
 from __future__ import annotations
@@ -82,12 +82,12 @@ class Orchestrator:
     Every failure of one record ends in a dead letter, never in an exception that would make Faust
     skip the record silently (FAUST.md, point 4).
 
-    Outputs are queued, not awaited: the producer's flush before each offset commit waits until
-    the broker acknowledged them and the saga's changelog record (saga_app.deliveries), so a
-    crash before the commit replays the record. If a record read again after a takeover changes
-    nothing (its effect was stored before the crash, or it no longer applies), the saga's
-    outstanding command is sent again under its same message id and its state stored again
-    (`_catch_up`).
+    Outputs are staged, not awaited: they leave once the states of their round of records are
+    in the changelog (saga_app.staged), and the offset commit waits until the broker
+    acknowledged them (saga_app.deliveries), so a crash before the commit replays the record.
+    If a record read again after a takeover changes nothing (its effect was stored before the
+    crash, or it no longer applies), the saga's outstanding command is sent again under its
+    same message id and its state stored again (`_catch_up`).
     """
 
     def __init__(

@@ -1,6 +1,6 @@
-"""Runs participants as one Faust application: an agent per participant's command topic.
+"""Runs participants as one Faust application: a handler per participant's command topic.
 
-Each agent: decode the command, answer a duplicate from the `answered` table, otherwise run the
+Each handler: decode the command, answer a duplicate from the `answered` table, otherwise run the
 participant's handler (which writes its records), store the reply, and send it to `reply_to`.
 Records and replies are keyed by saga, so every table write lands on the partition of the
 command being handled (FAUST.md, points 1 and 2).
@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from saga_app.errors import SagaModuleError
-from saga_app.kafka_io import FaustPublisher, in_order, make_faust_app, readiness
+from saga_app.kafka_io import FaustPublisher, make_faust_app, readiness
 from saga_app.participant import Participant, Records, reply_to
 from saga_app.registry import import_user_module
 from saga_app.settings import Settings
@@ -129,25 +129,23 @@ class ParticipantWorker:
             partitions=self.settings.partitions,
         )
 
-        async def serve(stream: Any) -> None:
-            async for event in stream.events():
-                if in_order(self.app, event.message):  # else it comes again, in order
-                    await self.handle(participant, records, event)
+        async def serve(message: Any) -> None:
+            await self.handle(participant, records, message)
 
-        self.app.agent(topic, name=f"serve_{participant.name}", concurrency=1)(serve)
+        self.app.consume(topic, serve)
 
-    async def handle(self, participant: Participant, records: Records, event: Any) -> None:
+    async def handle(self, participant: Participant, records: Records, message: Any) -> None:
         """Answer one command; a command we cannot read goes to the dead-letter topic."""
         if participant.name not in self._loaded and participant.on_load is not None:
-            participant.on_load(records)  # state is recovered before agents see events
+            participant.on_load(records)  # state is recovered before any command is handled
         self._loaded.add(participant.name)
-        raw: bytes = event.value or b""
+        raw: bytes = message.value or b""
         try:
             if len(raw) > MAX_MESSAGE_BYTES:
                 raise ValueError(f"command is {len(raw)} bytes, over the {MAX_MESSAGE_BYTES} limit")
             command = Command.model_validate_json(raw)
         except (ValidationError, ValueError) as e:
-            await self._dead_letter(participant, event, f"invalid command: {e}")
+            await self._dead_letter(participant, message, f"invalid command: {e}")
             return
         key = command.message_id.encode()
         stored = self.answered.get(key)
@@ -159,7 +157,7 @@ class ParticipantWorker:
             except Exception as e:  # a handler bug must not stop the agent: park it, no reply
                 log.exception("handler_failed", saga_id=command.saga_id, step=command.step)
                 await self._dead_letter(
-                    participant, event, f"handler error: {type(e).__name__}: {e}"
+                    participant, message, f"handler error: {type(e).__name__}: {e}"
                 )
                 return
             outcome = "silent" if result is None else result.outcome
@@ -180,19 +178,18 @@ class ParticipantWorker:
         if stored != NO_REPLY:
             await self.publisher.send(command.reply_to, self.catalog.key(command.saga_id), stored)
 
-    async def _dead_letter(self, participant: Participant, event: Any, reason: str) -> None:
+    async def _dead_letter(self, participant: Participant, message: Any, reason: str) -> None:
         self.metrics.dead_letters.labels(participant.name).inc()
-        message = event.message
         letter = DeadLetter(
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
-            key=None if event.key is None else bytes(event.key).decode(errors="replace"),
-            value=bytes(event.value or b"").decode(errors="replace"),
+            key=None if message.key is None else bytes(message.key).decode(errors="replace"),
+            value=bytes(message.value or b"").decode(errors="replace"),
             error=reason,
             at=time.time(),
         )
         log.warning("dead_lettered", topic=message.topic, offset=message.offset, reason=reason)
         await self.publisher.send(
-            self.catalog.dlq, event.key or b"", letter.model_dump_json().encode()
+            self.catalog.dlq, message.key or b"", letter.model_dump_json().encode()
         )

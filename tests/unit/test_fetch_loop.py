@@ -1,0 +1,250 @@
+"""The consumer's own fetch loop: every record fetched is handled once, each partition's in
+offset order, or read again; its offset counts for the commit only after its round's states
+are acknowledged and its messages handed over. The worker's real consumer, unstarted, with a
+fake consumer thread and a fake producer whose deliveries the test settles by hand."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaTimeoutError
+from aiokafka.structs import ConsumerRecord
+from faust.types import TP
+
+from saga_app.kafka_io import make_faust_app
+from saga_app.settings import Settings
+from saga_app.staged import StagedWrites, StateNotStored
+from tests.unit.test_staged import FakeProducer, settles
+
+TOPIC = "t.saga.requests"
+P0, P1, P2 = (TP(TOPIC, n) for n in range(3))
+
+
+class FakeThread:
+    """Faust's consumer thread as the loop uses it: aiokafka's assignment, and seeks."""
+
+    def __init__(self) -> None:
+        self.assignment = object()
+        self.seeks: list[tuple[TP, int]] = []
+
+    @property
+    def _consumer(self) -> Any:
+        return SimpleNamespace(
+            _subscription=SimpleNamespace(subscription=SimpleNamespace(assignment=self.assignment))
+        )
+
+    def seek(self, tp: TP, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+    def topic_partitions(self, topic: str) -> int:
+        """Partitions per topic, from the cluster metadata (a table checks its changelog's)."""
+        return 3
+
+
+def record(tp: TP, offset: int) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(
+        topic=tp.topic,
+        partition=tp.partition,
+        offset=offset,
+        timestamp=1_000 * offset,
+        timestamp_type=0,
+        key=f"saga-{offset}".encode(),
+        value=b"{}",
+        checksum=None,
+        serialized_key_size=8,
+        serialized_value_size=2,
+        headers=(),
+    )
+
+
+class Loop:
+    """The worker's app with one consumed topic whose handler stores a state and sends a
+    command per record, as the orchestrator does."""
+
+    def __init__(self, tmp_path: Any) -> None:
+        settings = Settings(data_dir=tmp_path, store="memory://", partitions=3)
+        self.app = make_faust_app(settings, "loop-test")
+        self.producer = FakeProducer()
+        self.app.staged = StagedWrites(self.producer.send)
+        self.consumer: Any = self.app.consumer
+        self.thread = FakeThread()
+        self.consumer._thread = self.thread
+        self.consumer._active_partitions = {P0, P1, P2}
+        self.handled: list[tuple[int, int]] = []
+        self.app.consume(self.app.topic(TOPIC, key_type=bytes, value_type=bytes), self.handle)
+
+    async def handle(self, message: Any) -> None:
+        self.handled.append((message.partition, message.offset))
+        self.app.staged.store("sagas-changelog", message.partition, message.key, b"state")
+        self.app.staged.send("orders.commands", message.key, b"command")
+
+    def process(self, batches: dict[TP, list[int]], fetched_for: Any = None) -> asyncio.Task[None]:
+        """One round: what the consumer fetched, as aiokafka's records, handed to the loop."""
+        records = {tp: [record(tp, n) for n in offsets] for tp, offsets in batches.items()}
+        assignment = self.thread.assignment if fetched_for is None else fetched_for
+        return asyncio.create_task(self.consumer._process(records, fetched_for=assignment))
+
+    def committable(self, tp: TP) -> int | None:
+        offset: int | None = self.consumer._new_offset(tp)
+        return offset
+
+
+@pytest.fixture
+def loop(tmp_path: Any) -> Loop:
+    return Loop(tmp_path)
+
+
+async def test_records_are_handled_in_offset_order_and_count_once_their_round_is_flushed(
+    loop: Loop,
+) -> None:
+    """States first, acknowledged; then the commands; only then may the offsets be committed."""
+    round_ = loop.process({P0: [5, 6, 7], P1: [3]})
+    assert not await settles(round_)
+    assert loop.handled == [(0, 5), (0, 6), (0, 7), (1, 3)]
+    assert loop.producer.topics() == ["sagas-changelog"] * 4, "a command left before its state"
+    assert loop.committable(P0) is None, "committable before the round's states were stored"
+    loop.producer.acknowledge()
+    assert await settles(round_)
+    assert loop.producer.topics() == ["sagas-changelog"] * 4 + ["orders.commands"] * 4
+    assert (loop.committable(P0), loop.committable(P1)) == (8, 4)
+    assert list(loop.consumer._filter_tps_with_pending_acks()) == [P0, P1]
+
+
+async def test_a_batch_fetched_while_the_flow_was_stopped_is_read_again(loop: Loop) -> None:
+    """A rebalance stopped the flow after the fetch: nothing is handled or dropped, the
+    partition is sought back to the batch's first record."""
+    loop.consumer.stop_flow()
+    assert await settles(loop.process({P0: [20, 21]}))
+    assert loop.handled == [] and loop.thread.seeks == [(P0, 20)]
+    assert loop.committable(P0) is None
+
+
+async def test_a_paused_partitions_batch_is_read_again_and_the_others_go_on(loop: Loop) -> None:
+    loop.consumer.pause_partitions({P1})
+    round_ = loop.process({P0: [1], P1: [9, 10]})
+    await settles(round_)
+    loop.producer.acknowledge()
+    assert await settles(round_)
+    assert loop.handled == [(0, 1)] and loop.thread.seeks == [(P1, 9)]
+    assert (loop.committable(P0), loop.committable(P1)) == (2, None)
+
+
+async def test_a_round_fetched_for_an_earlier_assignment_is_left_to_the_new_one(
+    loop: Loop,
+) -> None:
+    """A rebalance came between the fetch and the round: the new assignment reads from the
+    committed offsets, so the round neither handles its records nor seeks (a seek would move
+    the new position past records nobody committed)."""
+    earlier = loop.thread.assignment
+    loop.thread.assignment = object()
+    assert await settles(loop.process({P0: [4]}, fetched_for=earlier))
+    assert loop.handled == [] and loop.thread.seeks == [] and loop.producer.sent == []
+
+
+async def test_a_state_not_stored_stops_the_worker_and_its_round_never_counts(
+    loop: Loop,
+) -> None:
+    round_ = loop.process({P0: [5]})
+    await settles(round_)
+    loop.producer.deliveries[0].set_exception(KafkaTimeoutError())
+    with pytest.raises(StateNotStored):
+        await round_
+    assert loop.app.crashed and loop.committable(P0) is None
+    assert loop.producer.topics() == ["sagas-changelog"], "a command left without its state"
+
+
+async def test_a_rebalance_waits_for_the_round_in_progress_and_commits_it(loop: Loop) -> None:
+    """Faust revokes every partition: the round under way ends first, then what it processed
+    is committed, so the next owner reads none of it again."""
+    committed: list[int | None] = []
+
+    async def commit(tps: Any) -> bool:
+        committed.append(loop.committable(P0))
+        return True
+
+    async def app_revoked(revoked: set[TP]) -> None:
+        """The app's part of the revoke (table and flow bookkeeping), not under test here."""
+
+    loop.consumer.commit, loop.consumer._on_partitions_revoked = commit, app_revoked
+    round_ = loop.process({P0: [5, 6]})
+    await settles(round_)
+    revoke = asyncio.create_task(loop.consumer.on_partitions_revoked({P0}))
+    assert not await settles(revoke), "revoked while a round was still being flushed"
+    loop.producer.acknowledge()
+    assert await settles(round_) and await settles(revoke)
+    assert committed == [7]
+    assert loop.committable(P0) is None, "a revoked partition's offsets still counted"
+
+
+async def test_a_table_write_stages_its_changelog_record_on_the_records_partition(
+    loop: Loop,
+) -> None:
+    """The worker's real table class: `table[k] = v` writes the local store at once and stages
+    the changelog record on the partition of the record being handled, as faust's agents did."""
+    table = loop.app.Table("sagas", key_type=bytes, value_type=bytes, partitions=3)
+
+    async def handle(message: Any) -> None:
+        table[message.key] = b"running"
+        assert table.get(message.key) == b"running"
+
+    loop.app.handlers[TOPIC] = handle
+    round_ = loop.process({P2: [4]})
+    await settles(round_)
+    changelog = table.changelog_topic.get_topic_name()
+    assert loop.producer.sent == [(changelog, b"saga-4", b"running", 2)]
+
+
+async def test_records_of_a_topic_no_handler_consumes_take_faust_own_path(loop: Loop) -> None:
+    """The changelogs a recovery reads go to faust's callback, one record at a time."""
+    changelog = TP("loop-test-sagas-changelog", 1)
+    loop.consumer._active_partitions.add(changelog)
+    seen: list[int] = []
+
+    async def callback(message: Any) -> None:
+        seen.append(message.offset)
+
+    loop.consumer.callback = callback
+    assert await settles(loop.process({changelog: [0, 1, 2]}))
+    assert seen == [0, 1, 2] and loop.handled == [] and loop.committable(changelog) is None
+
+
+async def test_the_loop_fetches_and_processes_until_its_fetcher_stops(loop: Loop) -> None:
+    rounds = [{P0: [record(P0, 1), record(P0, 2)]}, {}, {P0: [record(P0, 3)]}]
+    fetcher = SimpleNamespace(should_stop=False)
+
+    async def wait_next_records(timeout: float) -> tuple[Any, None]:
+        if len(rounds) == 1:
+            fetcher.should_stop = True
+        loop.producer.acknowledge()
+        return rounds.pop(0), None
+
+    loop.consumer._wait_next_records = wait_next_records
+    drain = asyncio.create_task(loop.consumer._drain_messages(fetcher))
+    while not drain.done():
+        loop.producer.acknowledge()
+        await asyncio.sleep(0)  # yield to the loop; no wall-clock wait
+    assert loop.handled == [(0, 1), (0, 2), (0, 3)]
+    assert loop.committable(P0) == 4
+
+
+async def test_records_fetched_after_a_rebalance_the_loop_waited_through_are_handled(
+    loop: Loop,
+) -> None:
+    """The loop waits for the flow while a rebalance runs; what it fetches then belongs to the
+    new assignment (chaos run: taken for the old one and dropped, a recovery stalled)."""
+    fetcher = SimpleNamespace(should_stop=False)
+
+    async def wait_next_records(timeout: float) -> tuple[Any, None]:
+        loop.thread.assignment = object()  # the rebalance, while the flow was stopped
+        fetcher.should_stop = True
+        return {P1: [record(P1, 0)]}, None
+
+    loop.consumer._wait_next_records = wait_next_records
+    drain = asyncio.create_task(loop.consumer._drain_messages(fetcher))
+    while not drain.done():
+        loop.producer.acknowledge()
+        await asyncio.sleep(0)  # yield to the loop; no wall-clock wait
+    assert loop.handled == [(1, 0)] and loop.committable(P1) == 1
