@@ -560,6 +560,28 @@ def _record(
     )
 
 
+def last_event(state: SagaState) -> SagaEvent | None:
+    """The saga's latest transition exactly as it was published on `saga.events`.
+
+    The orchestrator re-publishes it with the outstanding command when a replayed record turns
+    out to be applied already: the state reached the changelog, but the worker may have died
+    before the decision's events left. Consumers dedupe on (saga_id, seq)."""
+    if not state.history:
+        return None
+    entry = state.history[-1]
+    return SagaEvent(
+        saga_id=state.saga_id,
+        saga_type=state.saga_type,
+        seq=entry.seq,
+        event=entry.event,
+        step=entry.step,
+        attempt=entry.attempt,
+        status=state.status.value,
+        at=entry.at,
+        error=entry.error,
+    )
+
+
 def outstanding_command(
     definition: SagaDefinition, state: SagaState, *, reply_to: str
 ) -> OutgoingCommand | None:

@@ -16,7 +16,14 @@ from typing import Protocol
 import structlog
 
 from saga_app.definition import SagaDefinition
-from saga_app.engine import Decision, decide, definition_missing, expire, outstanding_command
+from saga_app.engine import (
+    Decision,
+    decide,
+    definition_missing,
+    expire,
+    last_event,
+    outstanding_command,
+)
 from saga_app.errors import SagaError
 from saga_app.listing import SagaListing
 from saga_app.metrics import SagaMetrics
@@ -205,9 +212,18 @@ class Orchestrator:
     async def _catch_up(self, definition: SagaDefinition, state: SagaState) -> None:
         """A record read again after a takeover changes nothing, yet its first reading may have
         stored this state with its outputs and changelog record lost in a crash: send the
-        outstanding command again (same message id) and store the state again. The re-sent
-        command gets its step's whole timeout before the step may time out: its first copy
-        may never have left, and the timer may be overdue by the time the backlog is read."""
+        outstanding command again (same message id), publish the latest transition again (chaos
+        run: 9 of 5,000 sagas finished without their final event), and store the state again.
+        The re-sent command gets its step's whole timeout before the step may time out: its
+        first copy may never have left, and the timer may be overdue by the time the backlog is
+        read."""
+        event = last_event(state)
+        if event is not None:
+            await self.publisher.send(
+                self.catalog.events,
+                self.catalog.key(state.saga_id),
+                event.model_dump_json().encode(),
+            )
         out = outstanding_command(definition, state, reply_to=self.catalog.replies)
         if out is not None:
             await self.publisher.send(

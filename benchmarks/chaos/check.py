@@ -107,11 +107,9 @@ class Verdict:
 
     @property
     def view_disagrees_with_events(self) -> bool:
-        """The table's final status is not the one `saga.events` announced (or two were)."""
+        """The table's final status is not the one `saga.events` announced (none, or two)."""
         statuses = set(self.terminal_statuses_in_events)
-        return len(statuses) > 1 or (
-            self.terminal and bool(statuses) and self.status not in statuses
-        )
+        return len(statuses) > 1 or (self.terminal and self.status not in statuses)
 
 
 def check_saga(obs: SagaObservation) -> Verdict:

@@ -779,7 +779,7 @@ def format_figures(report: ChaosReport, config: ChaosConfig) -> str:
         (
             "view/events disagree",
             f"{f.view_event_disagreements}",
-            "final status not the one saga.events announced",
+            "final status not the one saga.events announced (or none was)",
         ),
         (
             "latency p50 / p99",

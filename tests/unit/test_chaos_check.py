@@ -196,6 +196,16 @@ def test_two_different_final_statuses_on_saga_events_are_an_inconsistency() -> N
     assert any("announced it completed and later compensated" in p for p in verdict.problems)
 
 
+def test_a_final_status_saga_events_never_announced_is_a_disagreement() -> None:
+    """The table says completed, but the final transition never reached `saga.events`."""
+    script = Script()
+    for step in ORDER_STEPS:
+        script.add(step)
+    started = EventRecord(0, 3, 1.0, {"saga_id": "s-1", "seq": 1, "status": "in_progress"})
+    obs = SagaObservation(order(), 0.0, view("completed"), script.lines, [started])
+    assert check_saga(obs).view_disagrees_with_events
+
+
 @pytest.mark.parametrize(
     ("simulate", "status", "commands", "compensations"),
     [

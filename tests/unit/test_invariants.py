@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from saga_app import Decision, RetryPolicy, SagaDefinition, SagaInput, SagaState, SagaStatus, Step
 from saga_app import decide as engine_decide
+from saga_app.engine import last_event
 from saga_app.state import FINAL_STATUSES
 from topics import AbortSaga, Command, Outcome, Reply, RetrySaga, SagaTimeout, StartSaga
 
@@ -149,6 +150,8 @@ def history_mirrors_events(t: Transition) -> None:
     assert [(h.seq, h.event, h.step, h.attempt) for h in tail] == [
         (e.seq, e.event, e.step, e.attempt) for e in t.decision.events
     ]
+    if t.decision.events:
+        assert last_event(t.decision.state) == t.decision.events[-1], "a replay re-sends it"
 
 
 ALL_INVARIANTS: tuple[Invariant, ...] = (

@@ -100,6 +100,7 @@ async def test_a_replayed_record_already_applied_resends_the_outstanding_command
     restarted = Orchestrator(CATALOG, SAGAS, store, again, SagaMetrics(CollectorRegistry()))
     await restarted.handle(record(start(), "s1"))  # the state survived, the command may not have
     assert again.to("t.orders.commands") == [sent_before_crash]
+    assert again.to("t.saga.events") == publisher.to("t.saga.events")[-1:], "the event may not have"
 
 
 class CountingStore(DictStore):
