@@ -171,9 +171,9 @@ class _SagaConsumer(Consumer):
             active = self._get_active_partitions()
             processed: dict[TP, int] = {}
             for tp, batch in records.items():
-                handle = app.handlers.get(tp.topic)
                 if not batch:
                     continue
+                handle = app.handlers.get(tp.topic)
                 if not self.flow_active or tp not in active:
                     self._thread.seek(tp, batch[0].offset)  # read again once it is resumed
                 elif handle is None:
