@@ -75,6 +75,10 @@ bench: venv ## Run the benchmarks (they print figures; they are not tests)
 bench-rebalance: kafka-fetch ## What a rebalance costs: records read again, seconds until sagas move on
 	$(PY) benchmarks/rebalance.py
 
+.PHONY: bench-scale
+bench-scale: venv ## A worker's takeover and sweeper with 1,000,000 sagas in flight (BENCH_ARGS="--sagas 200000")
+	$(PY) benchmarks/scale.py $(BENCH_ARGS)
+
 .PHONY: bench-e2e
 bench-e2e: kafka-fetch ## Sagas/s of the product beside the bare-aiokafka floor on one broker (BENCH_ARGS="--count 500")
 	$(PY) benchmarks/e2e.py $(BENCH_ARGS)
