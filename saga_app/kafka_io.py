@@ -156,6 +156,12 @@ class _SagaConsumer(Consumer):
         except asyncio.CancelledError:
             if not self.transport.app.should_stop:
                 raise
+        except StateNotStored:
+            raise  # the app is crashing already
+        except Exception as e:  # a bug: stop and replay rather than hold partitions, reading none
+            log.exception("stopping_worker", reason=repr(e), then="restart it: it replays")
+            await self.app.crash(e)
+            raise
 
     def _assignment(self) -> Any:
         """aiokafka's assignment: a new object each rebalance, its positions reset from the

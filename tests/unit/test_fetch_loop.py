@@ -248,3 +248,24 @@ async def test_records_fetched_after_a_rebalance_the_loop_waited_through_are_han
         loop.producer.acknowledge()
         await asyncio.sleep(0)  # yield to the loop; no wall-clock wait
     assert loop.handled == [(1, 0)] and loop.committable(P1) == 1
+
+
+async def test_a_handler_that_raises_stops_the_worker_and_its_round_never_counts(
+    loop: Loop,
+) -> None:
+    """Handlers park what they cannot process; one that raises anyway is a bug. The worker stops
+    (a supervisor restarts it and the round is read again) instead of going on without its
+    fetch loop, holding partitions it reads nothing from."""
+    fetcher = SimpleNamespace(should_stop=False)
+
+    async def broken(message: Any) -> None:
+        raise KeyError("a bug")
+
+    async def wait_next_records(timeout: float) -> tuple[Any, None]:
+        return {P0: [record(P0, 3)]}, None
+
+    loop.app.handlers[TOPIC] = broken
+    loop.consumer._wait_next_records = wait_next_records
+    with pytest.raises(KeyError):
+        await loop.consumer._drain_messages(fetcher)
+    assert loop.app.crashed and loop.committable(P0) is None
