@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,7 +148,7 @@ class _SagaConsumer(Consumer):
             while not (self.should_stop or fetcher.should_stop):
                 records, _ = await self._wait_next_records(timeout=1.0)
                 if records and not self.should_stop:  # aiokafka's: of the current assignment
-                    await self._process(records, fetched_for=self._assignment())
+                    await _to_its_end(self._process(records, fetched_for=self._assignment()))
                 await asyncio.sleep(0)  # a fetch can return at once, again and again
         except self.consumer_stopped_errors:
             if not self.transport.app.should_stop:
@@ -236,6 +236,21 @@ class _SagaConsumer(Consumer):
         consumer = self._thread._consumer
         if consumer is not None:  # aiokafka sends LeaveGroup only for a dynamic member
             consumer._coordinator._group_instance_id = None
+
+
+async def _to_its_end(round_: Coroutine[Any, Any, None]) -> None:
+    """Run a round to its end even if the loop is cancelled meanwhile (a clean stop).
+
+    Cut short, a round's states may be in the local store but not in the changelog, and the
+    messages it held back never leave: in CI a worker stopped mid-round left a saga whose
+    first command was never sent. A round ends within the state timeout (`STATE_TIMEOUT`).
+    """
+    task = asyncio.ensure_future(round_)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 class _SagaApp(faust.App):

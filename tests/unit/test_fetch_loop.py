@@ -269,3 +269,24 @@ async def test_a_handler_that_raises_stops_the_worker_and_its_round_never_counts
     with pytest.raises(KeyError):
         await loop.consumer._drain_messages(fetcher)
     assert loop.app.crashed and loop.committable(P0) is None
+
+
+async def test_a_stop_during_a_round_lets_the_round_finish(loop: Loop) -> None:
+    """Faust stops the fetch loop by cancelling it. Cut short, a round's command never left
+    while its state stayed in the local store (CI: a saga whose first command was never sent)."""
+    fetcher = SimpleNamespace(should_stop=False)
+
+    async def wait_next_records(timeout: float) -> tuple[Any, None]:
+        fetcher.should_stop = True
+        return {P0: [record(P0, 8)]}, None
+
+    loop.consumer._wait_next_records = wait_next_records
+    drain = asyncio.create_task(loop.consumer._drain_messages(fetcher))
+    await settles(drain)
+    drain.cancel()  # the stop, while the round waits for its state's acknowledgement
+    assert not await settles(drain), "the loop stopped before its round was flushed"
+    loop.producer.acknowledge()
+    with pytest.raises(asyncio.CancelledError):
+        await drain
+    assert loop.producer.topics() == ["sagas-changelog", "orders.commands"]
+    assert loop.committable(P0) == 9
