@@ -5,7 +5,8 @@ Starts its own broker, the participants and two workers on it, keeps `create_ord
 at a steady rate, and meanwhile: a second worker joins, stops cleanly, joins again and is killed
 with kill -9. For each of those it prints
 
-- **failover**: seconds from the fault until the surviving worker holds every partition and is
+- **fault took**: seconds the fault itself took (a stop waits until the process has exited);
+- **failover**: seconds from then until the surviving worker holds every partition and is
   ready (for a join: until both are ready again);
 - **replayed**: records the new owner read although the previous owner had processed them, per
   clean rebalance: the previous owner's last processed offset per partition (logged when its
@@ -132,12 +133,18 @@ def main() -> None:
         def step(label: str, fault: Any, settled: Any) -> None:
             wait_until(lambda: len(ids) > args.rate * 4)  # some load before each fault
             ids_before, since = len(ids), iso_now()
+            began = time.monotonic()
             fault()
+            took = time.monotonic() - began  # a stop waits for the process to exit
             seconds = wait_until(settled)
             wait_until(lambda: len(ids) > ids_before + args.rate * 4)  # and after
             count = replayed([first, second], since) if "kill" not in label else None
             rows.append((label, seconds, count))
-            print(f"{label:<28} failover {seconds:5.1f} s   replayed {count}", flush=True)
+            print(
+                f"{label:<28} fault took {took:4.1f} s, then failover {seconds:5.1f} s"
+                f"   replayed {count}",
+                flush=True,
+            )
 
         def both_ready() -> bool:
             a, b = owned(first), owned(second)
