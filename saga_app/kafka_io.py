@@ -30,7 +30,7 @@ from faust.types.auth import CredentialsT
 from saga_app.connection import ssl_context
 from saga_app.deliveries import DeliveryFailed, PendingDeliveries
 from saga_app.settings import Settings
-from saga_app.staged import StagedWrites, StateNotStored
+from saga_app.staged import StagedWrites
 from saga_app.state import SagaState
 from saga_app.web_errors import json_errors
 
@@ -156,10 +156,9 @@ class _SagaConsumer(Consumer):
         except asyncio.CancelledError:
             if not self.transport.app.should_stop:
                 raise
-        except StateNotStored:
-            raise  # the app is crashing already
-        except Exception as e:  # a bug: stop and replay rather than hold partitions, reading none
-            log.exception("stopping_worker", reason=repr(e), then="restart it: it replays")
+        except Exception as e:  # a state not stored, or a bug: stop, and replay after a restart,
+            # rather than hold partitions and read none of them
+            log.error("stopping_worker", reason=repr(e), then="restart it: it replays the rest")
             await self.app.crash(e)
             raise
 
@@ -189,12 +188,7 @@ class _SagaConsumer(Consumer):
                     await self._handle(tp, batch, handle)
                     processed[tp] = batch[-1].offset + 1
             if processed:
-                try:
-                    await app.staged.flush()
-                except StateNotStored as e:
-                    log.error("stopping_worker", reason=str(e), then="restart it: it replays")
-                    await app.crash(e)
-                    raise
+                await app.staged.flush()  # raises StateNotStored: the loop stops the process
                 self._processed.update(processed)
 
     async def _handle(self, tp: TP, batch: list[Any], handle: Handler) -> None:

@@ -147,11 +147,17 @@ async def test_a_round_fetched_for_an_earlier_assignment_is_left_to_the_new_one(
 async def test_a_state_not_stored_stops_the_worker_and_its_round_never_counts(
     loop: Loop,
 ) -> None:
-    round_ = loop.process({P0: [5]})
-    await settles(round_)
+    fetcher = SimpleNamespace(should_stop=False)
+
+    async def wait_next_records(timeout: float) -> tuple[Any, None]:
+        return {P0: [record(P0, 5)]}, None
+
+    loop.consumer._wait_next_records = wait_next_records
+    drain = asyncio.create_task(loop.consumer._drain_messages(fetcher))
+    await settles(drain)
     loop.producer.deliveries[0].set_exception(KafkaTimeoutError())
     with pytest.raises(StateNotStored):
-        await round_
+        await drain
     assert loop.app.crashed and loop.committable(P0) is None
     assert loop.producer.topics() == ["sagas-changelog"], "a command left without its state"
 
