@@ -429,11 +429,11 @@ class SagaRepository:
 
 
 class FaustPublisher:
-    """Publishes through the Faust producer.
+    """Publishes through the Faust producer, in two speeds.
 
-    Messages go straight to the producer: through a faust topic, a message sent from an agent is
-    attached to the current event and published only at commit, seconds later (FAUST.md, 5),
-    and the channel layer costs more CPU than the rest of handling a record.
+    `send` (the handlers) stages a message with the round of records being processed: it leaves
+    once the round's states are stored. `publish` (the sweeper and the web views, outside any
+    round) sends at once and waits for the broker's acknowledgement.
     """
 
     def __init__(self, app: Any, max_backoff: float = 5.0) -> None:
