@@ -17,6 +17,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
+from saga_app.admission import Admission
 from saga_app.kafka_io import (
     FaustPublisher,
     SagaRepository,
@@ -63,6 +64,10 @@ class SagaWorker:
             publisher=self.publisher,
             metrics=self.metrics,
             retention=settings.retention,
+            admissions=Admission(
+                settings.max_running, settings.partitions, self.catalog.partition_of
+            ),
+            queue_wait=settings.queue_wait,
         )
         self.source = self.app.topic(
             self.catalog.requests,

@@ -107,14 +107,18 @@ def decide(
     now: float,
     *,
     reply_to: str,
+    queue_for: float = 0.0,
 ) -> Decision:
     """Apply `event`, timestamped `now`, to the saga `state` (None if there is no such saga yet).
+
+    `queue_for` > 0 queues a new saga (`saga_app.admission`): its first command waits on a
+    backoff timer that long, or until the orchestrator applies that timer sooner (`admit`).
 
     Never mutates `state`. Raises `InvalidEvent` for a start without saga_id and
     `DefinitionMismatch` when `definition` is not the saga's type and version.
     """
     if isinstance(event, StartSaga):
-        return _start(definition, state, event, now, reply_to)
+        return _start(definition, state, event, now, reply_to, queue_for)
     if state is None:
         return Decision(None, ignored="unknown_saga")
     if state.saga_type != definition.name or state.version != definition.version:
@@ -136,7 +140,12 @@ def decide(
 
 
 def _start(
-    definition: SagaDefinition, state: SagaState | None, event: StartSaga, now: float, reply_to: str
+    definition: SagaDefinition,
+    state: SagaState | None,
+    event: StartSaga,
+    now: float,
+    reply_to: str,
+    queue_for: float,
 ) -> Decision:
     if state is not None:
         return Decision(state, ignored="duplicate_start")
@@ -158,7 +167,14 @@ def _start(
     )
     t = _Transition(definition, fresh, now, reply_to, copy=False)
     t.emit("saga_started")
-    t.send(0, "command", 1)
+    if queue_for > 0:
+        first = definition.steps[0].name
+        fresh.timer = Timer(
+            timer="backoff", step=first, kind="command", attempt=1, due_at=now + queue_for
+        )
+        t.emit("saga_queued", first, 1)
+    else:
+        t.send(0, "command", 1)
     return t.finish()
 
 
@@ -221,6 +237,22 @@ def _retry(definition: SagaDefinition, state: SagaState, now: float, reply_to: s
     else:
         t.redrive(state.cursor)
     return t.finish()
+
+
+def admission(state: SagaState) -> SagaTimeout | None:
+    """The timeout that sends a queued saga's first command when `decide` applies it: its own
+    backoff timer, applied before it falls due once there is room. None unless it is queued."""
+    timer = state.timer
+    if not state.queued or timer is None:
+        return None
+    return SagaTimeout(
+        saga_id=state.saga_id,
+        timer=timer.timer,
+        step=timer.step,
+        kind=timer.kind,
+        attempt=timer.attempt,
+        due_at=timer.due_at,
+    )
 
 
 def expire(

@@ -58,6 +58,11 @@ class SagaMetrics:
             ["status"],
             registry=r,
         )
+        self.queued = Gauge(
+            "saga_queued",
+            "Sagas started but waiting for room to run (SAGA_MAX_RUNNING)",
+            registry=r,
+        )
         self.dead_letters = Counter(
             "saga_dead_letters", "Records sent to the dead-letter topic", ["topic"], registry=r
         )

@@ -15,9 +15,11 @@ from typing import Protocol
 
 import structlog
 
+from saga_app.admission import Admission
 from saga_app.definition import SagaDefinition
 from saga_app.engine import (
     Decision,
+    admission,
     decide,
     definition_missing,
     expire,
@@ -108,9 +110,13 @@ class Orchestrator:
         listing: SagaListing | None = None,
         retention: float = 0.0,
         clock: Callable[[], float] = time.time,
+        admissions: Admission | None = None,
+        queue_wait: float = 60.0,
     ) -> None:
         """`retention`: seconds a finished saga is kept before it is deleted (0: forever).
-        `clock` only schedules re-sent commands' timers; decisions use the records' time."""
+        `clock` only schedules re-sent commands' timers; decisions use the records' time.
+        `admissions` limits the sagas running at once (default: no limit); a start beyond it
+        waits for room at most `queue_wait` seconds, then runs anyway."""
         self.catalog = catalog
         self.sagas = sagas
         self.store = store
@@ -120,6 +126,8 @@ class Orchestrator:
         self.listing = listing if listing is not None else SagaListing()
         self.retention = retention
         self.clock = clock
+        self.admissions = admissions or Admission(0, catalog.partitions, catalog.partition_of)
+        self.queue_wait = queue_wait
         self.processed: dict[tuple[str, int], tuple[int, float]] = {}
         """(topic, partition) -> (offset, timestamp) of the last record processed there since
         this worker took the partition over."""
@@ -136,6 +144,8 @@ class Orchestrator:
             log.exception("record_failed", topic=record.topic, offset=record.offset)
             await self.dead_letter(record, f"internal error: {type(e).__name__}: {e}")
         self.processed[(record.topic, record.partition)] = (record.offset, record.timestamp)
+        if self.admissions.limited:
+            await self._admit(record.partition, record.timestamp)
 
     async def _handle(self, record: Record) -> None:
         message = self._parse(record)
@@ -166,8 +176,14 @@ class Orchestrator:
                 await self._without_definition(saga_id, state, message, record.timestamp)
                 return
             definition = found
+        queue = state is None and self.admissions.must_queue(record.partition)
         decision = decide(
-            definition, state, message, record.timestamp, reply_to=self.catalog.replies
+            definition,
+            state,
+            message,
+            record.timestamp,
+            reply_to=self.catalog.replies,
+            queue_for=self.queue_wait if queue else 0.0,
         )
         await self._apply(saga_id, state, message, decision)
         if decision.ignored is not None and state is not None and self._may_be_replay(record):
@@ -205,6 +221,24 @@ class Orchestrator:
         await self.publisher.send(
             self.catalog.requests, self.catalog.key(saga_id), keyed.model_dump_json().encode()
         )
+
+    async def _admit(self, partition: int, now: float) -> None:
+        """Start queued sagas of `partition` while it has room, oldest first. Only here, while
+        one of its records is processed: their states are stored on the record's partition."""
+        try:
+            while (saga_id := self.admissions.next_to_admit(partition)) is not None:
+                state = self.store.get(saga_id)
+                due = None if state is None else admission(state)
+                definition = (
+                    None if state is None else self.sagas.get(state.saga_type, state.version)
+                )
+                if state is None or due is None or definition is None:
+                    continue  # moved on, or its timer fails it for the missing definition
+                decision = decide(definition, state, due, now, reply_to=self.catalog.replies)
+                await self._apply(saga_id, state, due, decision)
+        except Exception:  # the sagas still queued start when their timers fall due
+            log.exception("admission_failed", partition=partition)
+        self.metrics.queued.set(self.admissions.queued())
 
     def _may_be_replay(self, record: Record) -> bool:
         return record.timestamp < self.owned_since.get(record.partition, float("inf"))
@@ -254,6 +288,7 @@ class Orchestrator:
         if after is None or after is before:
             return
         self.store.put(after)
+        self.admissions.update(after)
         self.deadlines.track(saga_id, after.timers(self.retention))
         self.listing.update(after)
         self.metrics.observe(before, after, decision)
@@ -271,6 +306,7 @@ class Orchestrator:
 
     def _delete(self, saga_id: str, before: SagaState | None) -> None:
         self.store.delete(saga_id)
+        self.admissions.forget(saga_id)
         self.deadlines.forget(saga_id)
         self.listing.forget(saga_id)
         if before is not None:
@@ -323,6 +359,7 @@ class Orchestrator:
         gone = set(partitions)
         self.processed = {tp: seen for tp, seen in self.processed.items() if tp[1] not in gone}
         self.owned_since = {p: since for p, since in self.owned_since.items() if p not in gone}
+        self.admissions.forget_partitions(gone)
 
     def rebuild_indexes(self, states: list[SagaState], owned: Iterable[int], now: float) -> None:
         """Index the timers and summaries of the sagas on the partitions this worker took over
@@ -330,6 +367,7 @@ class Orchestrator:
         self.owned_since = dict.fromkeys(owned, now)
         self.deadlines.rebuild(states, self.retention)
         self.listing.rebuild(states)
+        self.admissions.rebuild(states)
         self.metrics.reset_in_flight(states)
 
 

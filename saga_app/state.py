@@ -156,6 +156,18 @@ class SagaState(BaseModel):
         return self.status in _WAITING_STATUSES
 
     @property
+    def queued(self) -> bool:
+        """Started, but waiting for room to send its first command (`saga_app.admission`): its
+        first attempt waits on a backoff timer, which no retry ever leaves at attempt 0."""
+        timer = self.timer
+        return (
+            self.status == SagaStatus.IN_PROGRESS
+            and timer is not None
+            and timer.timer == "backoff"
+            and self.steps[self.cursor].attempts == 0
+        )
+
+    @property
     def active_timer(self) -> Timer | None:
         """The timer the saga waits on now: none unless it is running (a `failed` saga waits for
         an operator, even one that keeps its timer while suspended for a missing version)."""

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from saga_app import DefinitionMismatch, InvalidEvent, SagaState, decide
+from saga_app.engine import admission, last_event, outstanding_command
 from saga_app.sagas import CREATE_ORDER
 from saga_app.testing import SagaTest
 from topics import AbortSaga, Reply, RetrySaga, SagaTimeout, StartSaga
@@ -145,3 +146,25 @@ def test_compensation_reply_data_is_not_merged() -> None:
         .reply("success", data={"order_id": "cancelled"}, strict=True)
     )  # fmt: skip
     kit.expect_context(order_id="o1").expect_status("compensated")
+
+
+def test_a_queued_start_sends_nothing_until_its_admission_is_applied() -> None:
+    start = StartSaga(saga_id="q1", saga_type="create_order", payload=ORDER)
+    queued = decide(CREATE_ORDER, None, start, 100.0, reply_to="r", queue_for=60.0)
+    assert queued.commands == ()
+    assert [e.event for e in queued.events] == ["saga_started", "saga_queued"]
+    state = queued.state
+    assert state is not None and state.queued and state.timers()[0].due_at == 160.0
+    assert outstanding_command(CREATE_ORDER, state, reply_to="r") is None
+    assert last_event(state) == queued.events[-1]
+    due = admission(state)
+    assert due is not None
+    admitted = decide(CREATE_ORDER, state, due, 105.0, reply_to="r")
+    [out] = admitted.commands
+    assert out.command.attempt == 1 and out.command.message_id == "q1:create_order:command:1"
+    assert admitted.state is not None and not admitted.state.queued
+    assert admission(admitted.state) is None
+    assert (
+        admitted.state.timer is not None
+        and admitted.state.timer.due_at == 105.0 + CREATE_ORDER.steps[0].timeout
+    )
