@@ -79,6 +79,10 @@ bench-rebalance: kafka-fetch ## What a rebalance costs: records read again, seco
 bench-scale: venv ## A worker's takeover and sweeper with 1,000,000 sagas in flight (BENCH_ARGS="--sagas 200000")
 	$(PY) benchmarks/scale.py $(BENCH_ARGS)
 
+.PHONY: bench-takeover
+bench-takeover: kafka-fetch ## A new worker taking over 1,000,000 stored sagas on a real broker (BENCH_ARGS="--sagas 200000")
+	$(PY) benchmarks/takeover.py $(BENCH_ARGS)
+
 .PHONY: bench-e2e
 bench-e2e: kafka-fetch ## Sagas/s of the product beside the bare-aiokafka floor on one broker (BENCH_ARGS="--count 500")
 	$(PY) benchmarks/e2e.py $(BENCH_ARGS)

@@ -33,14 +33,14 @@ STARTED_AT = 1_000_000.0
 """When the sagas started: their timers fall due seconds after, the ticks run before."""
 
 
-def stored_states(count: int) -> list[bytes]:
+def stored_states(count: int, started_at: float = STARTED_AT) -> list[bytes]:
     """`count` create_order sagas waiting for their first step's reply, as the table holds them."""
     start = StartSaga(
         saga_id="saga-0000000",
         saga_type="create_order",
         payload={"customer_id": "c-1", "items": [{"sku": "A-1", "qty": 2}], "amount": 99},
     )
-    decision = decide(CREATE_ORDER, None, start, STARTED_AT, reply_to="saga.replies")
+    decision = decide(CREATE_ORDER, None, start, started_at, reply_to="saga.replies")
     assert decision.state is not None
     template = decision.state.model_dump_json()
     return [template.replace("saga-0000000", f"saga-{n:07d}").encode() for n in range(count)]

@@ -30,7 +30,8 @@ class Admission:
         self.per_partition = math.ceil(max_running / partitions) if max_running > 0 else 0
         self._partition_of = partition_of
         self._running: dict[int, set[str]] = {}
-        self._queued: dict[int, dict[str, None]] = {}  # insertion-ordered: oldest start first
+        self._queued: dict[int, dict[str, float]] = {}
+        """Per partition, saga_id -> created_at of the queued sagas, oldest first."""
 
     @property
     def limited(self) -> bool:
@@ -63,7 +64,7 @@ class Admission:
         running, queued = self._running.setdefault(partition, set()), self._queued.get(partition)
         if state.queued:
             running.discard(state.saga_id)
-            self._queued.setdefault(partition, {})[state.saga_id] = None
+            self._queued.setdefault(partition, {})[state.saga_id] = state.created_at
             return
         if queued:
             queued.pop(state.saga_id, None)
@@ -83,11 +84,13 @@ class Admission:
             self._running.pop(partition, None)
             self._queued.pop(partition, None)
 
-    def rebuild(self, states: Iterable[SagaState]) -> None:
-        """Start over from the states of the partitions this worker took over."""
+    def clear(self) -> None:
         self._running, self._queued = {}, {}
-        for state in sorted((s for s in states if s.running), key=lambda s: s.created_at):
-            self.update(state)
+
+    def order_queues(self) -> None:
+        """Oldest start first again, after sagas were noted in another order (a takeover)."""
+        for partition, queue in self._queued.items():
+            self._queued[partition] = dict(sorted(queue.items(), key=lambda item: item[1]))
 
     def _has_room(self, partition: int) -> bool:
         return len(self._running.get(partition, ())) < self.per_partition

@@ -6,6 +6,7 @@ the clock to `Orchestrator.sweep`; the decisions are the engine's.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import time
@@ -36,6 +37,9 @@ from saga_app.web import install_views
 from saga_app.web_auth import bearer_auth
 
 log = structlog.get_logger("saga.app")
+
+TAKEOVER_CHUNK = 1000
+"""Stored sagas a takeover parses between two turns of the event loop (about 40 ms' worth)."""
 
 
 class SagaWorker:
@@ -139,21 +143,42 @@ class SagaWorker:
             return False
         if rebalances != self._rebalances:
             return False  # another rebalance began meanwhile
+        began = time.monotonic()
         with garbage_collection_paused():
-            states = [
-                s for s in self.repository.all() if self.catalog.partition_of(s.saga_id) in owned
-            ]
-            self.orchestrator.rebuild_indexes(states, owned, now=time.time())
+            sagas = await self._index_stored_sagas(owned)
+        if rebalances != self._rebalances:
+            return False
         self._takeover = offsets
         log.info(
             "partitions_taken_over",
             partitions=sorted(owned),
-            sagas=len(states),
+            sagas=sagas,
+            seconds=round(time.monotonic() - began, 3),
             reading_from={
                 f"{tp.topic}:{tp.partition}": start for tp, (start, _) in offsets.items()
             },
         )
         return True
+
+    async def _index_stored_sagas(self, owned: frozenset[int]) -> int:
+        """Index the stored sagas of the `owned` partitions; how many there were.
+
+        In chunks, letting the event loop run in between: parsing a million states takes a
+        minute or more, and a loop blocked that long misses its heartbeats, so the group would
+        take the partitions away again (session timeout 6 s) and the takeover would start over.
+        """
+        partition_of, repository = self.catalog.partition_of, self.repository
+        self.orchestrator.begin_takeover(owned, now=time.time())
+        owned_ids = [i for i in repository.saga_ids() if partition_of(i) in owned]
+        rebalances = self._rebalances
+        for first in range(0, len(owned_ids), TAKEOVER_CHUNK):
+            chunk = (repository.get(i) for i in owned_ids[first : first + TAKEOVER_CHUNK])
+            self.orchestrator.index_taken_over(s for s in chunk if s is not None)
+            await asyncio.sleep(0)
+            if rebalances != self._rebalances:
+                return 0  # the partitions moved again: the next takeover starts over
+        self.orchestrator.end_takeover()
+        return len(owned_ids)
 
     def _progress(self, takeover: dict[TP, tuple[int, int]]) -> list[PartitionProgress]:
         """How far the agent has read each owned input partition, for `sweep_watermark`."""

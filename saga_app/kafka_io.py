@@ -422,10 +422,12 @@ class SagaRepository:
         with contextlib.suppress(KeyError):  # faust sends the tombstone before it looks
             del self.table[saga_id.encode()]
 
-    def all(self) -> Iterator[SagaState]:
-        """Every state in the local store; callers filter by the partitions they own."""
-        for _key, raw in self.table.items():
-            yield SagaState.model_validate_json(raw)
+    def saga_ids(self) -> list[str]:
+        """Every saga in the local store, as of now; callers filter by the partitions they own.
+
+        A list, not a live iterator: the takeover reads the states in chunks while records
+        are processed, and a store changed under a live iterator fails it (memory://)."""
+        return [key.decode() for key in self.table]
 
 
 class FaustPublisher:

@@ -48,6 +48,9 @@ class SagaListing:
         """Drop a saga deleted from the table (its retention passed)."""
         self._summaries.pop(saga_id, None)
 
+    def clear(self) -> None:
+        self._summaries = {}
+
     def rebuild(self, states: Iterable[SagaState]) -> None:
         self._summaries = {s.saga_id: summarise(s) for s in states}
 

@@ -6,6 +6,7 @@ prometheus-client's own advice); the worker uses the process-wide default regist
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -137,9 +138,9 @@ class SagaMetrics:
         self.sweep_seconds.observe(seconds)
         self.sweep_due.inc(due)
 
-    def reset_in_flight(self, states: list[SagaState]) -> None:
+    def reset_in_flight(self, by_status: Mapping[str, int]) -> None:
         """Recount sagas in flight after an assignment change: ownership moved between workers."""
         self.in_flight.clear()
-        for s in states:
-            if s.status not in _TERMINAL:
-                self.in_flight.labels(s.status.value).inc()
+        for status, count in by_status.items():
+            if SagaStatus(status) not in _TERMINAL:
+                self.in_flight.labels(status).set(count)

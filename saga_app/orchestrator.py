@@ -133,6 +133,8 @@ class Orchestrator:
         this worker took the partition over."""
         self.owned_since: dict[int, float] = {}
         """When this worker took each partition over: older records may be replays."""
+        self._moved_in_takeover: set[str] | None = None
+        """While a takeover indexes the stored sagas: those records moved meanwhile."""
 
     async def handle(self, record: Record) -> None:
         """Process one record from `saga.requests` or `saga.replies`; never raises."""
@@ -240,6 +242,11 @@ class Orchestrator:
             log.exception("admission_failed", partition=partition)
         self.metrics.queued.set(self.admissions.queued())
 
+    def _moved(self, saga_id: str) -> None:
+        """The indexes know this saga's latest state: a takeover in progress leaves it be."""
+        if self._moved_in_takeover is not None:
+            self._moved_in_takeover.add(saga_id)
+
     def _may_be_replay(self, record: Record) -> bool:
         return record.timestamp < self.owned_since.get(record.partition, float("inf"))
 
@@ -267,6 +274,7 @@ class Orchestrator:
             )
             grace = self.clock() + definition.step(out.command.step).timeout
             self.deadlines.track(state.saga_id, state.timers(self.retention), not_before=grace)
+            self._moved(state.saga_id)
         self.store.put(state)
 
     async def _apply(
@@ -288,6 +296,7 @@ class Orchestrator:
         if after is None or after is before:
             return
         self.store.put(after)
+        self._moved(saga_id)
         self.admissions.update(after)
         self.deadlines.track(saga_id, after.timers(self.retention))
         self.listing.update(after)
@@ -306,6 +315,7 @@ class Orchestrator:
 
     def _delete(self, saga_id: str, before: SagaState | None) -> None:
         self.store.delete(saga_id)
+        self._moved(saga_id)
         self.admissions.forget(saga_id)
         self.deadlines.forget(saga_id)
         self.listing.forget(saga_id)
@@ -361,14 +371,35 @@ class Orchestrator:
         self.owned_since = {p: since for p, since in self.owned_since.items() if p not in gone}
         self.admissions.forget_partitions(gone)
 
-    def rebuild_indexes(self, states: list[SagaState], owned: Iterable[int], now: float) -> None:
-        """Index the timers and summaries of the sagas on the partitions this worker took over
-        at `now` (after every rebalance: another worker may have moved them on meanwhile)."""
+    def begin_takeover(self, owned: Iterable[int], now: float) -> None:
+        """This worker took partitions over at `now`: index their sagas afresh (after every
+        rebalance: another worker may have moved them on meanwhile), as `index_taken_over` is
+        handed them. Records are processed meanwhile; a saga they move is indexed as they leave
+        it, and its stored state, read before or after, is passed over."""
         self.owned_since = dict.fromkeys(owned, now)
-        self.deadlines.rebuild(states, self.retention)
-        self.listing.rebuild(states)
-        self.admissions.rebuild(states)
-        self.metrics.reset_in_flight(states)
+        self.deadlines.clear()
+        self.listing.clear()
+        self.admissions.clear()
+        self._moved_in_takeover = set()
+
+    def index_taken_over(self, states: Iterable[SagaState]) -> None:
+        moved = self._moved_in_takeover or ()
+        for state in states:
+            if state.saga_id not in moved:
+                self.deadlines.track(state.saga_id, state.timers(self.retention))
+                self.listing.update(state)
+                self.admissions.update(state)
+
+    def end_takeover(self) -> None:
+        self._moved_in_takeover = None
+        self.admissions.order_queues()
+        self.metrics.reset_in_flight(self.listing.stats()["by_status"])
+
+    def rebuild_indexes(self, states: list[SagaState], owned: Iterable[int], now: float) -> None:
+        """The whole takeover at once, for states already at hand."""
+        self.begin_takeover(owned, now)
+        self.index_taken_over(states)
+        self.end_takeover()
 
 
 def _start(message: SagaInput) -> StartSaga:

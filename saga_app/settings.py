@@ -45,7 +45,7 @@ class Settings:
     """Seconds a finished saga (completed, compensated or failed) stays in the saga table after
     its last transition; then the orchestrator deletes it (its events stay on `saga.events`).
     0 keeps sagas forever. From the environment also as `7d`, `12h`, `30m` or `45s`."""
-    max_running: int = 1000
+    max_running: int = 250
     """Sagas running at once across the cluster (0: no limit). Starts beyond it are stored
     queued and run, oldest first, as running ones finish: a burst waits instead of overloading
     the participants into timeouts (saga_app/admission.py). The same value on every worker."""

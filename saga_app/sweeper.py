@@ -95,13 +95,16 @@ class DeadlineIndex:
             heapq.heappop(heap)
         return heap[0].due_at if heap else None
 
-    def rebuild(self, states: Iterable[SagaState], retention: float = 0.0) -> None:
-        """Start over from the states a worker owns, e.g. after a partition assignment; finished
-        sagas get their `retention` timer (none if 0)."""
+    def clear(self) -> None:
         self._heap = []
         self._generation = {}
         self._live = {}
         self._live_total = 0
+
+    def rebuild(self, states: Iterable[SagaState], retention: float = 0.0) -> None:
+        """Start over from the states a worker owns, e.g. after a partition assignment; finished
+        sagas get their `retention` timer (none if 0)."""
+        self.clear()
         for state in states:
             timers = state.timers(retention)
             if timers:

@@ -7,6 +7,7 @@ import gc
 import pytest
 
 from saga_app.app import garbage_collection_paused
+from tests.unit.test_orchestrator import CATALOG, make, record, start
 
 
 def test_the_collector_is_paused_while_the_indexes_are_built_and_resumed_after() -> None:
@@ -21,3 +22,32 @@ def test_the_collector_is_resumed_when_the_takeover_fails() -> None:
     with pytest.raises(RuntimeError), garbage_collection_paused():
         raise RuntimeError("offsets unavailable")
     assert gc.isenabled()
+
+
+async def test_a_saga_moved_while_the_takeover_reads_the_store_keeps_its_new_state() -> None:
+    """The takeover reads stored states in chunks while records are processed: a state read
+    before a record moved its saga must not bring back the old timers and summary."""
+    orchestrator, store, _ = make()
+    await orchestrator.handle(record(start(), "s1"))
+    stale = store.states["s1"]
+    orchestrator.begin_takeover(range(CATALOG.partitions), now=2000.0)
+    await orchestrator.handle(
+        record({"type": "abort", "saga_id": "s1", "reason": "x"}, "s1", offset=1)
+    )
+    orchestrator.index_taken_over([stale])
+    orchestrator.end_takeover()
+    assert store.states["s1"].status == "compensating"
+    [timer] = orchestrator.deadlines.pop_due(float("inf"))  # the stale state had two
+    assert timer.kind == "compensation"
+    assert [s["status"] for s in orchestrator.listing.query()] == ["compensating"]
+
+
+async def test_a_takeover_indexes_what_no_record_moved() -> None:
+    orchestrator, store, _ = make()
+    await orchestrator.handle(record(start(), "s1"))
+    orchestrator.begin_takeover(range(CATALOG.partitions), now=2000.0)
+    assert len(orchestrator.deadlines) == 0
+    orchestrator.index_taken_over(list(store.states.values()))
+    orchestrator.end_takeover()
+    assert len(orchestrator.deadlines) == 2  # the first step's timeout and the deadline
+    assert [s["status"] for s in orchestrator.listing.query()] == ["in_progress"]
