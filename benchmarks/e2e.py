@@ -96,7 +96,7 @@ def _package(frame: str) -> str:
 
 
 def product_run(
-    bootstrap: str, count: int, workdir: Path, prefix: str, profile: bool = False
+    bootstrap: str, count: int, workdir: Path, prefix: str, profile: bool = False, workers: int = 1
 ) -> dict[str, float]:
     env = {
         "SAGA_BOOTSTRAP_SERVERS": bootstrap,
@@ -105,13 +105,13 @@ def product_run(
     }
     settings = Settings.from_env(env)
     asyncio.run(ensure_topics(settings, worker_topics(settings, load_sagas([EXAMPLES]))))
-    worker = Service("worker", env, workdir).start()
-    participants = Service("participants", env, workdir).start()
+    names = ["worker"] if workers == 1 else [f"worker{n}" for n in range(1, workers + 1)]
+    services = [Service("worker", env, workdir, name=name).start() for name in names]
+    services.append(Service("participants", env, workdir).start())
     try:
-        worker.wait_ready()
-        participants.wait_ready()
-        assert worker.process is not None and participants.process is not None
-        pids = {"worker": worker.process.pid, "participants": participants.process.pid}
+        for service in services:
+            service.wait_ready()
+        pids = {service.name: service.process.pid for service in services if service.process}
         stacks = {name: workdir / f"{prefix}{name}.stacks" for name in pids}
         samplers = [py_spy(pids[name], stacks[name]) for name in stacks] if profile else []
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -130,15 +130,17 @@ def product_run(
             "sagas_per_s": len(finished) / elapsed,
             "messages_per_s": len(finished) * MESSAGES_PER_SAGA / elapsed,
             **latencies(finished),
-            **{f"{name}_cpu": (cpu_after[name] - cpu_before[name]) * per_thousand for name in pids},
+            "worker_cpu": sum(cpu_after[n] - cpu_before[n] for n in names) * per_thousand,
+            "participants_cpu": (cpu_after["participants"] - cpu_before["participants"])
+            * per_thousand,
         }
         for name, rate, paced in paced_loads(figures["sagas_per_s"]):
             sagas = batch(paced, ["create_order"], happy=True)
             finished = asyncio.run(run_batch(settings, sagas, timeout=600, rate=rate))
             figures |= {f"{name}_{k}": v for k, v in latencies(finished).items()}
     finally:
-        participants.stop()
-        worker.stop()
+        for service in reversed(services):
+            service.stop()
     return figures
 
 
@@ -195,19 +197,25 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="sample the product's processes with py-spy"
     )
+    parser.add_argument("--workers", type=int, default=1, help="orchestrator workers")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     kafka = local_kafka.LocalKafka(local_kafka.free_port(), 1, workdir / "kafka", verbose=False)
     kafka.up()
     floors, products = [], []
     try:
-        print(f"{args.count} create_order sagas per run, all started at once; logs in {workdir}")
+        print(
+            f"{args.count} create_order sagas per run, all started at once, {args.workers}"
+            f" worker(s); logs in {workdir}"
+        )
         for n in range(1, args.runs + 1):
             floors.append(floor_run(kafka.bootstrap_servers, args.count))
             print(line(f"floor run {n}", floors[-1]), flush=True)
             prefix = f"e2e{n}."
             products.append(
-                product_run(kafka.bootstrap_servers, args.count, workdir, prefix, args.profile)
+                product_run(
+                    kafka.bootstrap_servers, args.count, workdir, prefix, args.profile, args.workers
+                )
             )
             print(line(f"product run {n}", products[-1]), flush=True)
     finally:

@@ -164,8 +164,9 @@ class SagaWorker:
         """Index the stored sagas of the `owned` partitions; how many there were.
 
         In chunks, letting the event loop run in between: parsing a million states takes a
-        minute or more, and a loop blocked that long misses its heartbeats, so the group would
-        take the partitions away again (session timeout 6 s) and the takeover would start over.
+        minute or more, and while the loop is blocked the worker processes no record and
+        answers no request (a liveness probe would restart it). One state at a time, not a
+        list of them all: at 200,000 sagas the list made the worker's memory 3 times larger.
         """
         partition_of, repository = self.catalog.partition_of, self.repository
         self.orchestrator.begin_takeover(owned, now=time.time())
