@@ -109,6 +109,16 @@ class _Processing:
     message: Any
 
 
+class _ChangelogEvent:
+    """A changelog record as faust's stores apply it: rocksdb reads the message, memory the
+    event's key and value (the same bytes: tables here have raw keys and values)."""
+
+    __slots__ = ("key", "message", "value")
+
+    def __init__(self, message: Any) -> None:
+        self.message, self.key, self.value = message, message.key, message.value
+
+
 class _SagaConsumer(Consumer):
     """Faust's aiokafka consumer with a fetch loop of its own for the topics `consume` names.
 
@@ -181,15 +191,44 @@ class _SagaConsumer(Consumer):
                 handle = app.handlers.get(tp.topic)
                 if not self.flow_active or tp not in active:
                     self._thread.seek(tp, batch[0].offset)  # read again once it is resumed
-                elif handle is None:
-                    for record in batch:  # a changelog being recovered: faust's own path
-                        await self.callback(self._to_message(tp, record))
+                elif handle is None:  # a changelog being recovered
+                    await self._recover(tp, batch)
                 else:
                     await self._handle(tp, batch, handle)
                     processed[tp] = batch[-1].offset + 1
             if processed:
                 await app.staged.flush()  # raises StateNotStored: the loop stops the process
                 self._processed.update(processed)
+
+    async def _recover(self, tp: TP, batch: list[Any]) -> None:
+        """Apply a batch of changelog records to its table's store, in offset order.
+
+        Faust's recovery takes records one by one through the conductor and a queue, about
+        8,000 a second here: a new owner of a million sagas took two minutes to read their
+        changelog. So all but the last record are written to the store at once, in one write
+        batch, and the last takes faust's path, which keeps recovery's bookkeeping and decides
+        when recovery is done. The next batch waits until faust has applied that one.
+        """
+        recovery = self.app.tables.recovery  # type: ignore[attr-defined]
+        table = recovery.tp_to_table.get(tp)
+        recovering = table is not None and recovery.in_recovery and tp in recovery.active_tps
+        *head, last = batch
+        if head and recovering:
+            seen = recovery.active_offsets.get(tp)
+            fresh = [r for r in head if seen is None or r.offset > seen]
+            if fresh:
+                table.apply_changelog_batch(
+                    [_ChangelogEvent(self._to_message(tp, r)) for r in fresh]
+                )
+                recovery.active_offsets[tp] = fresh[-1].offset
+            head = []
+        for record in [*head, last]:
+            await self.callback(self._to_message(tp, record))
+        while recovering and recovery.in_recovery and _below(recovery.active_offsets, tp, last):
+            if self.should_stop or not self.flow_active:
+                return
+            await asyncio.sleep(0)  # faust's recovery task takes the record off its queue
+        recovery.flush_buffers()  # applied before the next batch's records
 
     async def _handle(self, tp: TP, batch: list[Any], handle: Handler) -> None:
         for record in batch:
@@ -230,6 +269,12 @@ class _SagaConsumer(Consumer):
         consumer = self._thread._consumer
         if consumer is not None:  # aiokafka sends LeaveGroup only for a dynamic member
             consumer._coordinator._group_instance_id = None
+
+
+def _below(offsets: Mapping[TP, int | None], tp: TP, record: Any) -> bool:
+    """Whether recovery has not yet applied `record` of `tp`."""
+    seen = offsets.get(tp)
+    return seen is None or seen < record.offset
 
 
 async def _to_its_end(round_: Coroutine[Any, Any, None]) -> None:

@@ -217,6 +217,35 @@ async def test_records_of_a_topic_no_handler_consumes_take_faust_own_path(loop: 
     assert seen == [0, 1, 2] and loop.handled == [] and loop.committable(changelog) is None
 
 
+async def test_a_recovery_writes_a_batch_at_once_and_hands_its_last_record_to_faust(
+    loop: Loop,
+) -> None:
+    """All but the last record go to the store in one write; the last takes faust's path,
+    which keeps recovery's bookkeeping, and the round waits until faust has applied it."""
+    table = loop.app.Table("sagas", key_type=bytes, value_type=bytes, partitions=3)
+    changelog = TP("loop-test-sagas-changelog", 1)
+    loop.consumer._active_partitions.add(changelog)
+    recovery: Any = loop.app.tables.recovery
+    recovery.in_recovery = True
+    recovery.active_tps.add(changelog)
+    recovery.tp_to_table[changelog] = table
+    recovery.active_offsets[changelog] = 0  # the store had record 0 already
+    handed: list[Any] = []
+
+    async def callback(message: Any) -> None:
+        handed.append(message)
+
+    loop.consumer.callback = callback
+    round_ = loop.process({changelog: [0, 1, 2, 3]})
+    assert not await settles(round_), "went on before faust applied the last record"
+    assert [m.offset for m in handed] == [3]
+    assert sorted(table.data.data) == [b"saga-1", b"saga-2"]  # 0 was in the store already
+    assert recovery.active_offsets[changelog] == 2
+    recovery.active_offsets[changelog] = 3  # faust's recovery task took it off its queue
+    assert await settles(round_)
+    assert loop.handled == [] and loop.committable(changelog) is None
+
+
 async def test_the_loop_fetches_and_processes_until_its_fetcher_stops(loop: Loop) -> None:
     rounds = [{P0: [record(P0, 1), record(P0, 2)]}, {}, {P0: [record(P0, 3)]}]
     fetcher = SimpleNamespace(should_stop=False)
