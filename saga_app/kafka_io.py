@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ import faust
 import structlog
 from aiohttp.typedefs import Middleware
 from aiokafka.errors import KafkaError
+from faust.stores.memory import Store as MemoryStore
 from faust.streams import _current_event
 from faust.transport.drivers.aiokafka import Consumer, Producer
 from faust.types import TP
@@ -472,12 +473,16 @@ class SagaRepository:
         with contextlib.suppress(KeyError):  # faust sends the tombstone before it looks
             del self.table[saga_id.encode()]
 
-    def saga_ids(self) -> list[str]:
-        """Every saga in the local store, as of now; callers filter by the partitions they own.
-
-        A list, not a live iterator: the takeover reads the states in chunks while records
-        are processed, and a store changed under a live iterator fails it (memory://)."""
-        return [key.decode() for key in self.table]
+    def stored(self) -> Iterator[tuple[str, bytes]]:
+        """Every saga in the local store with its stored JSON; callers filter by the partitions
+        they own. The takeover reads them while records are processed: a RocksDB iterator
+        reads a snapshot, so writes meanwhile are harmless; the memory store's dict would fail
+        under them, so it is copied first (its values are in memory already)."""
+        items: Iterable[tuple[bytes, bytes]] = self.table.data.items()
+        if isinstance(self.table.data, MemoryStore):
+            items = list(items)
+        for key, raw in items:
+            yield key.decode(), raw
 
 
 class FaustPublisher:
