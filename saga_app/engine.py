@@ -112,7 +112,7 @@ def decide(
     """Apply `event`, timestamped `now`, to the saga `state` (None if there is no such saga yet).
 
     `queue_for` > 0 queues a new saga (`saga_app.admission`): its first command waits on a
-    backoff timer that long, or until the orchestrator applies that timer sooner (`admit`).
+    backoff timer that long, or until the orchestrator applies that timer sooner (`admission`).
 
     Never mutates `state`. Raises `InvalidEvent` for a start without saga_id and
     `DefinitionMismatch` when `definition` is not the saga's type and version.
@@ -242,17 +242,9 @@ def _retry(definition: SagaDefinition, state: SagaState, now: float, reply_to: s
 def admission(state: SagaState) -> SagaTimeout | None:
     """The timeout that sends a queued saga's first command when `decide` applies it: its own
     backoff timer, applied before it falls due once there is room. None unless it is queued."""
-    timer = state.timer
-    if not state.queued or timer is None:
+    if not state.queued:
         return None
-    return SagaTimeout(
-        saga_id=state.saga_id,
-        timer=timer.timer,
-        step=timer.step,
-        kind=timer.kind,
-        attempt=timer.attempt,
-        due_at=timer.due_at,
-    )
+    return next(t for t in state.timers() if t.timer == "backoff")
 
 
 def expire(

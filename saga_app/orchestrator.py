@@ -134,7 +134,7 @@ class Orchestrator:
         self.owned_since: dict[int, float] = {}
         """When this worker took each partition over: older records may be replays."""
         self._moved_in_takeover: set[str] | None = None
-        """While a takeover indexes the stored sagas: those records moved meanwhile."""
+        """While a takeover indexes the stored sagas: the sagas records moved meanwhile."""
 
     async def handle(self, record: Record) -> None:
         """Process one record from `saga.requests` or `saga.replies`; never raises."""
