@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from saga_app import decide
-from saga_app.app import garbage_collection_paused
+from saga_app.collector import garbage_collection_paused
 from saga_app.listing import SagaListing
 from saga_app.sagas import CREATE_ORDER
 from saga_app.state import SagaState

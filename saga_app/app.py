@@ -7,11 +7,8 @@ the clock to `Orchestrator.sweep`; the decisions are the engine's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import itertools
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import structlog
@@ -20,6 +17,7 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from saga_app.admission import Admission
+from saga_app.collector import garbage_collection_paused
 from saga_app.kafka_io import (
     FaustPublisher,
     SagaRepository,
@@ -216,18 +214,3 @@ class SagaWorker:
             self._takeover = None
             return
         self.metrics.swept(time.monotonic() - started, due)
-
-
-@contextlib.contextmanager
-def garbage_collection_paused() -> Iterator[None]:
-    """Build many long-lived objects without the collector walking them again and again.
-
-    Parsing every stored state at a takeover ran 18 times slower with the collector on at
-    20,000 sagas, and worse the more there were (`make bench-scale`). Nothing built here is
-    garbage; whatever garbage others make meanwhile is collected once this ends.
-    """
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()

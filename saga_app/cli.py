@@ -17,6 +17,7 @@ import faust
 import structlog
 from aiokafka.errors import KafkaError
 
+from saga_app.collector import tune_for_records
 from saga_app.errors import SagaError, SagaModuleError
 from saga_app.logs import configure_logging, stdlib_logging_config
 from saga_app.registry import EXAMPLES as EXAMPLE_SAGAS
@@ -119,6 +120,7 @@ def prepare_cluster(settings: Settings, topics: TopicPlan) -> Settings:
 
 
 def _run_faust(app: faust.App, settings: Settings) -> int:
+    tune_for_records()
     worker = faust.Worker(
         app,
         loglevel=settings.log_level.upper(),

@@ -1,4 +1,4 @@
-"""A takeover builds its indexes with the garbage collector paused, and turns it back on."""
+"""The garbage collector: paused while a takeover builds its indexes, tuned for records."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from saga_app.app import garbage_collection_paused
+from saga_app.collector import THRESHOLDS, garbage_collection_paused, tune_for_records
 from tests.unit.test_orchestrator import CATALOG, make, record, start
 
 
@@ -51,3 +51,14 @@ async def test_a_takeover_indexes_what_no_record_moved() -> None:
     orchestrator.end_takeover()
     assert len(orchestrator.deadlines) == 2  # the first step's timeout and the deadline
     assert [s["status"] for s in orchestrator.listing.query()] == ["in_progress"]
+
+
+def test_a_process_tuned_for_records_stops_walking_its_startup_objects() -> None:
+    thresholds = gc.get_threshold()
+    try:
+        tune_for_records()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == THRESHOLDS
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
