@@ -21,7 +21,7 @@ def _rebuild(records: Records) -> None:
 resources = Participant("resources", on_load=_rebuild)
 
 
-def _units(requested: Any) -> int:
+def requested_units(requested: Any) -> int:
     """`resources` may be a count or a mapping of kinds to counts (e.g. {"gpus": 2, "cpus": 8})."""
     if isinstance(requested, dict):
         return sum(int(v) for v in requested.values())
@@ -32,7 +32,7 @@ def _allocate(command: Command, records: Records) -> Result:
     if records.get(command.saga_id) is not None:
         return success(allocation_id=command.saga_id)
     try:
-        units = _units(command.payload.get("resources", 1))
+        units = requested_units(command.payload.get("resources", 1))
     except (TypeError, ValueError):
         return failure("resources must be a count or a mapping of kinds to counts")
     if units < 0 or in_use["units"] + units > POOL:

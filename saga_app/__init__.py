@@ -1,4 +1,5 @@
-"""A durable saga orchestrator on Kafka: the public DSL, the participant API and the pure engine.
+"""A durable saga orchestrator on Kafka: the public DSL, the participant API and the pure engine;
+and for choreographed sagas, the tracked-saga DSL, the event-handler API and the tracker.
 
 Importing this package never imports Faust, so definitions, participants, the engine and the test
 kit can be used (and tested) without a broker.
@@ -16,8 +17,11 @@ from saga_app.errors import (
 )
 from saga_app.participant import Participant, Records, Result, failure, retry, success
 from saga_app.registry import SagaRegistry, load_sagas
+from saga_app.service import Emit, Event, Service, emit
 from saga_app.state import HistoryEntry, SagaState, SagaStatus, StepState, StepStatus, Timer
 from saga_app.sweeper import DeadlineIndex
+from saga_app.tracked import EventPattern, TrackedSagaDefinition, TrackedStep
+from saga_app.tracking import announcement, track
 from topics import Command
 
 __all__ = [
@@ -26,6 +30,9 @@ __all__ = [
     "Decision",
     "DefinitionError",
     "DefinitionMismatch",
+    "Emit",
+    "Event",
+    "EventPattern",
     "HistoryEntry",
     "IgnoredReason",
     "InvalidEvent",
@@ -41,14 +48,20 @@ __all__ = [
     "SagaRegistry",
     "SagaState",
     "SagaStatus",
+    "Service",
     "Step",
     "StepState",
     "StepStatus",
     "Timer",
+    "TrackedSagaDefinition",
+    "TrackedStep",
     "UnknownSagaType",
+    "announcement",
     "decide",
+    "emit",
     "failure",
     "load_sagas",
     "retry",
     "success",
+    "track",
 ]

@@ -57,8 +57,9 @@ class Admission:
         return saga_id
 
     def update(self, state: SagaState) -> None:
-        """Note where a saga stands after a transition."""
-        if not self.limited:
+        """Note where a saga stands after a transition. Tracked sagas take no room: nobody
+        holds them back, their services run them."""
+        if not self.limited or state.mode == "tracked":
             return
         partition = self._partition_of(state.saga_id)
         running, queued = self._running.setdefault(partition, set()), self._queued.get(partition)

@@ -23,11 +23,18 @@ from saga_app.logs import configure_logging, stdlib_logging_config
 from saga_app.registry import EXAMPLES as EXAMPLE_SAGAS
 from saga_app.registry import load_sagas
 from saga_app.settings import Settings
-from saga_app.topology import TopicPlan, ensure_topics, participant_topics, worker_topics
+from saga_app.topology import (
+    TopicPlan,
+    ensure_topics,
+    participant_topics,
+    service_topics,
+    worker_topics,
+)
 from saga_app.web_auth import bearer_header, token_from_env
 from topics.schemas import write_schemas
 
 EXAMPLE_PARTICIPANTS = "participants:EXAMPLES"
+EXAMPLE_SERVICES = "participants.choreography:SERVICES"
 log = structlog.get_logger("saga.cli")
 
 PREPARE_TIMEOUT = 30.0
@@ -53,6 +60,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--simulate", action="store_true", help="honour `simulate` hooks in payloads (demos, tests)"
     )
     commands.add_parser("participants", help="run the example participants (simulate hooks on)")
+    service = commands.add_parser(
+        "service", help="run choreography services of your own: module:attribute of a Service"
+    )
+    service.add_argument("specs", nargs="+", metavar="MODULE:ATTRIBUTE")
+    service.add_argument(
+        "--simulate", action="store_true", help="honour `simulate` hooks in events (demos, tests)"
+    )
+    commands.add_parser(
+        "services", help="run the example choreography services (simulate hooks on)"
+    )
     start = commands.add_parser("start", help="start a saga by producing to saga.requests")
     start.add_argument("saga_type", nargs="?", help="omit it to list what the worker runs")
     start.add_argument("--payload", default="{}", help="the saga payload as a JSON object")
@@ -88,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_participants(settings, args.specs, simulate=args.simulate)
         if args.command == "participants":
             return run_participants(settings, [EXAMPLE_PARTICIPANTS], simulate=True)
+        if args.command == "service":
+            return run_services(settings, args.specs, simulate=args.simulate)
+        if args.command == "services":
+            return run_services(settings, [EXAMPLE_SERVICES], simulate=True)
         url = args.url or settings.web_url
         return start_saga(settings, url, args.saga_type, args.payload, args.saga_id)
     except SagaModuleError as e:
@@ -161,6 +182,18 @@ def run_participants(settings: Settings, specs: list[str], *, simulate: bool) ->
     log.info("participants_loaded", specs=specs, participants=names, simulate=simulate)
     settings = prepare_cluster(settings, participant_topics(settings, names))
     worker = ParticipantWorker(settings, participants, simulate=simulate or settings.simulate)
+    return _run_faust(worker.app, settings)
+
+
+def run_services(settings: Settings, specs: list[str], *, simulate: bool) -> int:
+    """Run the choreography services named by `module:attribute` specs in one process."""
+    from saga_app.service_app import ServiceWorker, load_services
+
+    configure_logging(settings.log_level, settings.log_format)
+    services = load_services(specs)
+    log.info("services_loaded", specs=specs, services=[s.name for s in services], simulate=simulate)
+    settings = prepare_cluster(settings, service_topics(settings, services))
+    worker = ServiceWorker(settings, services, simulate=simulate or settings.simulate)
     return _run_faust(worker.app, settings)
 
 

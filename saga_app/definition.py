@@ -18,7 +18,8 @@ _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 """Names go into message ids (`{saga_id}:{step}:{kind}:{attempt}`) and topic names: no `:`."""
 
 
-def _check_name(what: str, value: str) -> None:
+def check_name(what: str, value: str) -> None:
+    """Raise `DefinitionError` unless `value` can go into message ids and topic names."""
     if not _NAME.match(value):
         raise DefinitionError(
             f"{what} {value!r} must be non-empty and use only letters, digits, '_', '.' or '-'"
@@ -105,8 +106,8 @@ class Step:
     """Once this step succeeds the saga can only go forward: nothing is compensated any more."""
 
     def __post_init__(self) -> None:
-        _check_name("step name", self.name)
-        _check_name(f"participant of step {self.name!r}", self.participant)
+        check_name("step name", self.name)
+        check_name(f"participant of step {self.name!r}", self.participant)
         if not self.action:
             raise DefinitionError(f"step {self.name!r} needs an action")
         if self.compensation is not None and not self.compensation:
@@ -148,7 +149,7 @@ class SagaDefinition:
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _check_name("saga name", self.name)
+        check_name("saga name", self.name)
         if self.version < 1:
             raise DefinitionError(f"saga {self.name!r}: version must be >= 1, got {self.version}")
         if not self.steps:
@@ -190,6 +191,7 @@ class SagaDefinition:
         return {
             "name": self.name,
             "version": self.version,
+            "kind": "orchestrated",
             "deadline": self.deadline,
             "pivot": None if self.pivot_index is None else self.steps[self.pivot_index].name,
             "steps": [step.describe() for step in self.steps],

@@ -53,9 +53,11 @@ from topics import (
     AbortSaga,
     Command,
     MessageKind,
+    ObservedEvent,
     Reply,
     RetrySaga,
     SagaEvent,
+    SagaOutcome,
     SagaTimeout,
     StartSaga,
 )
@@ -73,6 +75,9 @@ IgnoredReason = Literal[
     "past_pivot",  # an abort after the pivot succeeded: the saga can only go forward
     "not_failed",  # an operator retry of a saga that is not failed
     "definition_missing",  # the saga's definition version is not loaded on this worker
+    "duplicate_event",  # a tracked saga's domain event that was applied already
+    "unmatched_event",  # a domain event that means nothing to the saga's definition version
+    "other_saga_type",  # a domain event for a saga id that is a saga of another type
 ]
 """Why an event changed nothing; the agent counts these and dead-letters `unknown_saga`."""
 
@@ -98,6 +103,8 @@ class Decision:
     delete: bool = False
     """The saga's retention has passed: delete it from the store. `state` is the saga as stored
     (None if it is gone already); nothing is sent."""
+    announcements: tuple[SagaOutcome, ...] = ()
+    """For a tracked saga: how it ended, for its services (`saga.outcomes`)."""
 
 
 def decide(
@@ -263,7 +270,7 @@ def expire(
 
 
 def definition_missing(
-    state: SagaState, event: SagaInput, now: float, *, loaded: list[int]
+    state: SagaState, event: SagaInput | ObservedEvent, now: float, *, loaded: list[int]
 ) -> Decision:
     """Apply `event` to a saga whose definition version is not loaded (`loaded` are the ones that
     are): a running saga is failed with an error naming the missing version; anything else is
@@ -287,7 +294,7 @@ def definition_missing(
             "updated_at": now,
         }
     )
-    return Decision(failed, events=(_record(failed, "saga_failed", now, error=error),))
+    return Decision(failed, events=(record_transition(failed, "saga_failed", now, error=error),))
 
 
 class _Transition:
@@ -346,7 +353,7 @@ class _Transition:
         error: str | None = None,
     ) -> None:
         """Record a transition in the history and publish it as a saga event."""
-        self.events.append(_record(self.state, event, self.now, step, attempt, error))
+        self.events.append(record_transition(self.state, event, self.now, step, attempt, error))
 
     def forward_only(self, index: int) -> bool:
         """Steps after the pivot only run once it succeeded; they are retried forever."""
@@ -558,18 +565,21 @@ class _Transition:
             self.send(index, timer.kind, timer.attempt)
 
 
-def _record(
+def record_transition(
     state: SagaState,
     event: str,
     now: float,
     step: str | None = None,
     attempt: int | None = None,
     error: str | None = None,
+    detail: str | None = None,
 ) -> SagaEvent:
     """Append a transition to `state`'s (own, already copied) history; the event to publish."""
     seq = state.last_seq + 1
     state.history.append(
-        HistoryEntry(seq=seq, event=event, step=step, attempt=attempt, at=now, error=error)
+        HistoryEntry(
+            seq=seq, event=event, step=step, attempt=attempt, at=now, error=error, detail=detail
+        )
     )
     return SagaEvent(
         saga_id=state.saga_id,
@@ -581,6 +591,7 @@ def _record(
         status=state.status.value,
         at=now,
         error=error,
+        detail=detail,
     )
 
 
@@ -603,6 +614,7 @@ def last_event(state: SagaState) -> SagaEvent | None:
         status=state.status.value,
         at=entry.at,
         error=entry.error,
+        detail=entry.detail,
     )
 
 

@@ -29,12 +29,15 @@ from saga_app.engine import (
 from saga_app.errors import SagaError
 from saga_app.listing import SagaListing
 from saga_app.metrics import SagaMetrics
-from saga_app.registry import SagaRegistry
+from saga_app.registry import AnyDefinition, SagaRegistry
 from saga_app.state import SagaState
 from saga_app.sweeper import DeadlineIndex
+from saga_app.tracked import TrackedSagaDefinition
+from saga_app.tracking import announcement, track
 from topics import (
     DeadLetter,
     InvalidMessage,
+    ObservedEvent,
     Reply,
     SagaTimeout,
     StartSaga,
@@ -46,7 +49,7 @@ from topics.messages import AbortSaga, RetrySaga
 
 log = structlog.get_logger("saga.orchestrator")
 
-SagaInput = StartSaga | AbortSaga | RetrySaga | SagaTimeout | Reply
+SagaInput = StartSaga | AbortSaga | RetrySaga | SagaTimeout | Reply | ObservedEvent
 
 _GENERATED_IDS = uuid.UUID("6f1c2a0e-8a53-4c1e-9a43-3b8f0d2b8c11")
 """Namespace of saga ids the orchestrator makes up: derived from the record, so a replay agrees."""
@@ -166,30 +169,44 @@ class Orchestrator:
             decision = expire(state, message, record.timestamp, retention=self.retention)
             await self._apply(saga_id, state, message, decision)
             return
-        if state is None and not isinstance(message, StartSaga):
-            self.metrics.ignored(kind=_kind(message), reason="unknown_saga")
-            await self.dead_letter(record, f"unknown saga {saga_id!r}: no saga with this id exists")
+        if state is None and not isinstance(message, StartSaga | ObservedEvent):
+            await self._unknown_saga(record, message, "no saga with this id exists")
             return
+        definition: AnyDefinition
         if state is None:
-            definition = self.sagas.newest(_start(message).saga_type)
+            assert isinstance(message, StartSaga | ObservedEvent)
+            definition = self.sagas.newest(message.saga_type)
         else:
             found = self.sagas.get(state.saga_type, state.version)
             if found is None:
                 await self._without_definition(saga_id, state, message, record.timestamp)
                 return
             definition = found
-        queue = state is None and self.admissions.must_queue(record.partition)
-        decision = decide(
-            definition,
-            state,
-            message,
-            record.timestamp,
-            reply_to=self.catalog.replies,
-            queue_for=self.queue_wait if queue else 0.0,
-        )
+        if isinstance(definition, TrackedSagaDefinition):
+            decision = track(definition, state, _tracked(message), record.timestamp)
+            if decision.state is None and decision.ignored == "unknown_saga":
+                reason = "a compensation event, but the tracker saw nothing else of this saga"
+                await self._unknown_saga(record, message, reason)
+                return
+        elif isinstance(message, ObservedEvent):
+            decision = Decision(state, ignored="other_saga_type")  # an orchestrated saga's id
+        else:
+            queue = state is None and self.admissions.must_queue(record.partition)
+            decision = decide(
+                definition,
+                state,
+                message,
+                record.timestamp,
+                reply_to=self.catalog.replies,
+                queue_for=self.queue_wait if queue else 0.0,
+            )
         await self._apply(saga_id, state, message, decision)
         if decision.ignored is not None and state is not None and self._may_be_replay(record):
             await self._catch_up(definition, state)
+
+    async def _unknown_saga(self, record: Record, message: SagaInput, why: str) -> None:
+        self.metrics.ignored(kind=_kind(message), reason="unknown_saga")
+        await self.dead_letter(record, f"unknown saga {message.saga_id!r}: {why}")
 
     async def _without_definition(
         self, saga_id: str, state: SagaState, message: SagaInput, now: float
@@ -234,7 +251,7 @@ class Orchestrator:
                 definition = (
                     None if state is None else self.sagas.get(state.saga_type, state.version)
                 )
-                if state is None or due is None or definition is None:
+                if state is None or due is None or not isinstance(definition, SagaDefinition):
                     continue  # moved on, or its timer fails it for the missing definition
                 decision = decide(definition, state, due, now, reply_to=self.catalog.replies)
                 await self._apply(saga_id, state, due, decision)
@@ -250,7 +267,7 @@ class Orchestrator:
     def _may_be_replay(self, record: Record) -> bool:
         return record.timestamp < self.owned_since.get(record.partition, float("inf"))
 
-    async def _catch_up(self, definition: SagaDefinition, state: SagaState) -> None:
+    async def _catch_up(self, definition: AnyDefinition, state: SagaState) -> None:
         """A record read again after a takeover changes nothing, yet its first reading may have
         stored this state with its outputs and changelog record lost in a crash: send the
         outstanding command again (same message id), publish the latest transition again (chaos
@@ -265,6 +282,12 @@ class Orchestrator:
                 self.catalog.key(state.saga_id),
                 event.model_dump_json().encode(),
             )
+        if isinstance(definition, TrackedSagaDefinition):
+            outcome = announcement(state)
+            if outcome is not None:
+                await self._announce(state.saga_id, outcome.model_dump_json().encode())
+            self.store.put(state)
+            return
         out = outstanding_command(definition, state, reply_to=self.catalog.replies)
         if out is not None:
             await self.publisher.send(
@@ -289,6 +312,8 @@ class Orchestrator:
             await self.publisher.send(self.catalog.commands(out.participant), key, command)
         for event in decision.events:
             await self.publisher.send(self.catalog.events, key, event.model_dump_json().encode())
+        for outcome in decision.announcements:
+            await self._announce(saga_id, outcome.model_dump_json().encode())
         if decision.delete:
             self._delete(saga_id, before)
             return
@@ -312,6 +337,9 @@ class Orchestrator:
                 status=last.status,
                 events=[event.event for event in decision.events],
             )
+
+    async def _announce(self, saga_id: str, outcome: bytes) -> None:
+        await self.publisher.send(self.catalog.outcomes, self.catalog.key(saga_id), outcome)
 
     def _delete(self, saga_id: str, before: SagaState | None) -> None:
         self.store.delete(saga_id)
@@ -402,8 +430,11 @@ class Orchestrator:
         self.end_takeover()
 
 
-def _start(message: SagaInput) -> StartSaga:
-    assert isinstance(message, StartSaga)
+def _tracked(message: SagaInput) -> StartSaga | AbortSaga | RetrySaga | SagaTimeout | ObservedEvent:
+    if isinstance(message, Reply):
+        raise InvalidMessage(
+            f"a reply for saga {message.saga_id!r}, which is tracked: nobody sent it commands"
+        )
     return message
 
 

@@ -54,6 +54,31 @@ def load_participants(specs: Sequence[str]) -> list[Participant]:
     return found
 
 
+def install_health(app: Any) -> None:
+    """`GET /health`: 200 once the app holds partitions with its tables recovered, else 503."""
+
+    @app.page("/health")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            ready, reason = readiness(app)
+            body = {"status": "ok" if ready else "unavailable", "reason": reason}
+            return self.json(body, status=200 if ready else 503)
+
+
+def dead_letter_of(message: Any, reason: str) -> bytes:
+    """A dead-letter record for a consumed record nobody could process."""
+    letter = DeadLetter(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=None if message.key is None else bytes(message.key).decode(errors="replace"),
+        value=bytes(message.value or b"").decode(errors="replace"),
+        error=reason,
+        at=time.time(),
+    )
+    return letter.model_dump_json().encode()
+
+
 class ParticipantMetrics:
     """What the participant runtime counts, on an injected registry (as `SagaMetrics` does)."""
 
@@ -100,19 +125,9 @@ class ParticipantWorker:
         self._loaded: set[str] = set()
         for participant in self.participants:
             self._install(participant)
-        self._install_health()
+        install_health(self.app)
         self.metrics = ParticipantMetrics(registry or CollectorRegistry())
         setup_prometheus_sensors(self.app, "/metrics", self.metrics.registry, "faust")
-
-    def _install_health(self) -> None:
-        app = self.app
-
-        @app.page("/health")
-        class Health(View):
-            async def get(self, request: Request) -> Response:
-                ready, reason = readiness(app)
-                body = {"status": "ok" if ready else "unavailable", "reason": reason}
-                return self.json(body, status=200 if ready else 503)
 
     def _install(self, participant: Participant) -> None:
         table = self.app.Table(
@@ -180,16 +195,7 @@ class ParticipantWorker:
 
     async def _dead_letter(self, participant: Participant, message: Any, reason: str) -> None:
         self.metrics.dead_letters.labels(participant.name).inc()
-        letter = DeadLetter(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=None if message.key is None else bytes(message.key).decode(errors="replace"),
-            value=bytes(message.value or b"").decode(errors="replace"),
-            error=reason,
-            at=time.time(),
-        )
         log.warning("dead_lettered", topic=message.topic, offset=message.offset, reason=reason)
         await self.publisher.send(
-            self.catalog.dlq, message.key or b"", letter.model_dump_json().encode()
+            self.catalog.dlq, message.key or b"", dead_letter_of(message, reason)
         )

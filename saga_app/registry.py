@@ -1,7 +1,8 @@
 """The saga definitions a worker runs: loaded from your modules, found by type and version.
 
-A module offers its sagas by defining (or importing) `SagaDefinition`s at its top level; nothing
-else is needed. A worker may load several versions of one saga type: a new saga starts on the
+A module offers its sagas by defining (or importing) `SagaDefinition`s, or for sagas that are
+tracked rather than orchestrated `TrackedSagaDefinition`s, at its top level; nothing else is
+needed. A worker may load several versions of one saga type: a new saga starts on the
 newest, a running saga keeps the version it started with (DESIGN.md: a saga is data).
 """
 
@@ -14,6 +15,10 @@ from typing import Any
 
 from saga_app.definition import SagaDefinition
 from saga_app.errors import DefinitionError, SagaModuleError, UnknownSagaType
+from saga_app.tracked import TrackedSagaDefinition
+
+AnyDefinition = SagaDefinition | TrackedSagaDefinition
+"""An orchestrated or a tracked saga type."""
 
 EXAMPLES = "saga_app.sagas"
 """The module a worker loads when it is given no `--sagas`: the example sagas of DESIGN.md."""
@@ -22,8 +27,8 @@ EXAMPLES = "saga_app.sagas"
 class SagaRegistry:
     """Saga definitions by (type, version); validated once, when the worker starts."""
 
-    def __init__(self, definitions: Iterable[SagaDefinition]) -> None:
-        self._by_key: dict[tuple[str, int], SagaDefinition] = {}
+    def __init__(self, definitions: Iterable[AnyDefinition]) -> None:
+        self._by_key: dict[tuple[str, int], AnyDefinition] = {}
         for definition in definitions:
             key = (definition.name, definition.version)
             known = self._by_key.get(key)
@@ -32,18 +37,18 @@ class SagaRegistry:
                     f"saga {definition.name!r} version {definition.version} is defined twice"
                 )
             self._by_key[key] = definition
-        self._newest: dict[str, SagaDefinition] = {}
+        self._newest: dict[str, AnyDefinition] = {}
         for (name, _), definition in sorted(self._by_key.items()):
             self._newest[name] = definition  # sorted by version: the last one wins
 
-    def newest(self, saga_type: str) -> SagaDefinition:
+    def newest(self, saga_type: str) -> AnyDefinition:
         """The version new sagas of `saga_type` start on; `UnknownSagaType` if none is loaded."""
         try:
             return self._newest[saga_type]
         except KeyError:
             raise UnknownSagaType(saga_type, self._newest) from None
 
-    def get(self, saga_type: str, version: int) -> SagaDefinition | None:
+    def get(self, saga_type: str, version: int) -> AnyDefinition | None:
         """The definition a saga started on, or None when that version is not loaded here."""
         return self._by_key.get((saga_type, version))
 
@@ -57,7 +62,18 @@ class SagaRegistry:
 
     def participants(self) -> list[str]:
         """Every participant a loaded definition sends commands to (their topics are created)."""
-        return sorted({s.participant for d in self for s in d.steps})
+        return sorted({s.participant for d in self.orchestrated() for s in d.steps})
+
+    def orchestrated(self) -> list[SagaDefinition]:
+        return [d for d in self if isinstance(d, SagaDefinition)]
+
+    def tracked(self) -> list[TrackedSagaDefinition]:
+        """The tracked saga types, every loaded version."""
+        return [d for d in self if isinstance(d, TrackedSagaDefinition)]
+
+    def domain_topics(self) -> list[str]:
+        """The services' topics the tracked sagas' events are on (without the topic prefix)."""
+        return sorted({topic for d in self.tracked() for topic in d.topics})
 
     def describe(self) -> list[dict[str, Any]]:
         """Every loaded definition as JSON-able data, newest version of each type first; `newest`
@@ -67,18 +83,18 @@ class SagaRegistry:
             for d in sorted(self, key=lambda d: (d.name, -d.version))
         ]
 
-    def __iter__(self) -> Iterator[SagaDefinition]:
+    def __iter__(self) -> Iterator[AnyDefinition]:
         return iter(self._by_key.values())
 
     def __len__(self) -> int:
         return len(self._by_key)
 
 
-def definitions_in(module: object) -> list[SagaDefinition]:
-    """The `SagaDefinition`s a module has at its top level, each once."""
-    found: dict[int, SagaDefinition] = {}
+def definitions_in(module: object) -> list[AnyDefinition]:
+    """The saga definitions a module has at its top level, each once."""
+    found: dict[int, AnyDefinition] = {}
     for value in vars(module).values():
-        if isinstance(value, SagaDefinition):
+        if isinstance(value, SagaDefinition | TrackedSagaDefinition):
             found.setdefault(id(value), value)
     return list(found.values())
 
@@ -93,11 +109,13 @@ def import_user_module(name: str, given_as: str) -> ModuleType:
 
 def load_sagas(modules: Sequence[str]) -> SagaRegistry:
     """Import `modules` and register their definitions; `SagaModuleError` names what is wrong."""
-    definitions: list[SagaDefinition] = []
+    definitions: list[AnyDefinition] = []
     for name in modules:
         found = definitions_in(import_user_module(name, name))
         if not found:
-            raise SagaModuleError(name, "defines no SagaDefinition at its top level")
+            raise SagaModuleError(
+                name, "defines no SagaDefinition or TrackedSagaDefinition at its top level"
+            )
         definitions.extend(found)
     try:
         return SagaRegistry(definitions)

@@ -77,6 +77,8 @@ class HistoryEntry(BaseModel):
     attempt: int | None = None
     at: float
     error: str | None = None
+    detail: str | None = None
+    """For a tracked saga, the domain event behind the transition (`type` on `topic`)."""
 
 
 class Timer(BaseModel):
@@ -117,6 +119,8 @@ class SagaState(BaseModel):
     saga_id: str
     saga_type: str
     version: int
+    mode: Literal["orchestrated", "tracked"] = "orchestrated"
+    """`tracked`: a choreographed saga, followed by its domain events (`saga_app.tracking`)."""
     status: SagaStatus = SagaStatus.IN_PROGRESS
     context: dict[str, Any] = Field(default_factory=dict)
     """The start payload merged with the `data` of every successful step, in order."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import structlog
@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from saga_app.connection import aiokafka_options
 from saga_app.errors import ClusterMismatch
 from saga_app.registry import SagaRegistry
+from saga_app.service import Service
 from saga_app.settings import Settings
 
 _TOPIC_ALREADY_EXISTS = 36
@@ -40,6 +41,9 @@ class TopicPlan:
 
     topics: tuple[str, ...]
     changelogs: tuple[str, ...]
+    foreign: tuple[str, ...] = ()
+    """Other services' topics it reads (a tracked saga's events): created if missing, with the
+    saga partition count, but any count will do: the tracker re-keys what it reads."""
 
 
 def participant_group(names: Iterable[str]) -> str:
@@ -50,6 +54,11 @@ def participant_group(names: Iterable[str]) -> str:
     return "saga-participant-" + "-".join(sorted(names))
 
 
+def service_group(names: Iterable[str]) -> str:
+    """The Faust app id (and consumer group) of a process running these choreography services."""
+    return "saga-service-" + "-".join(sorted(names))
+
+
 def changelog(settings: Settings, role: str, table: str) -> str:
     """The changelog topic faust names for `table` of the app `role`."""
     return f"{settings.topic_prefix}{role}-{table}-changelog"
@@ -58,9 +67,11 @@ def changelog(settings: Settings, role: str, table: str) -> str:
 def worker_topics(settings: Settings, sagas: SagaRegistry) -> TopicPlan:
     """What an orchestrator worker running `sagas` reads and writes."""
     c = settings.catalog
+    commands = map(c.commands, sagas.participants())
     return TopicPlan(
-        topics=(c.requests, c.replies, c.events, c.dlq, *map(c.commands, sagas.participants())),
+        topics=(c.requests, c.replies, c.events, c.dlq, c.outcomes, *commands),
         changelogs=(changelog(settings, ORCHESTRATOR_APP, SAGA_TABLE),),
+        foreign=tuple(map(c.domain, sagas.domain_topics())),
     )
 
 
@@ -72,6 +83,19 @@ def participant_topics(settings: Settings, names: Iterable[str]) -> TopicPlan:
     return TopicPlan(
         topics=(c.replies, c.dlq, *map(c.commands, names)),
         changelogs=tuple(changelog(settings, group, table) for table in tables),
+    )
+
+
+def service_topics(settings: Settings, services: Sequence[Service]) -> TopicPlan:
+    """What a process running the choreography `services` reads and writes: its services'
+    topics keyed by saga id with the saga partition count, so a saga's events, outcomes and
+    records share a partition."""
+    c = settings.catalog
+    group = service_group(s.name for s in services)
+    names = sorted({t for s in services for t in [*s.topics, s.publishes_to]})
+    return TopicPlan(
+        topics=(c.dlq, *map(c.domain, names)),
+        changelogs=tuple(changelog(settings, group, f"{s.name}-records") for s in services),
     )
 
 
@@ -107,7 +131,10 @@ async def ensure_topics(settings: Settings, plan: TopicPlan) -> Settings:
         compacted = {**plain, "cleanup.policy": "compact"}
         names = [*plan.topics, *plan.changelogs]
         response = await admin.create_topics(
-            [NewTopic(n, settings.partitions, replicas, topic_configs=plain) for n in plan.topics]
+            [
+                NewTopic(n, settings.partitions, replicas, topic_configs=plain)
+                for n in (*plan.topics, *plan.foreign)
+            ]
             + [
                 NewTopic(n, settings.partitions, replicas, topic_configs=compacted)
                 for n in plan.changelogs

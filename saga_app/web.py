@@ -28,6 +28,7 @@ from saga_app.errors import UnknownSagaType
 from saga_app.listing import merge_stats, newest_first
 from saga_app.settings import format_duration
 from saga_app.state import SagaStatus
+from saga_app.tracked import TrackedSagaDefinition
 from saga_app.web_auth import peer_headers
 from topics import MAX_MESSAGE_BYTES, AbortSaga, RetrySaga, StartSaga
 
@@ -103,6 +104,15 @@ async def patiently(call: Callable[[], Awaitable[Any]]) -> Any:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.25)  # let the rebalance settle before asking again
+
+
+def tracked_start(definition: TrackedSagaDefinition) -> str:
+    """Why a tracked saga cannot be started here, and how it is started."""
+    first = definition.started or definition.steps[0].done
+    return (
+        f"{definition.name} is a tracked saga: nobody starts it here, its services do; it "
+        f"begins with its first event (e.g. {first})"
+    )
 
 
 def _unknown_saga_hint(retention: float, events_topic: str) -> str:
@@ -236,9 +246,11 @@ def install_views(worker: SagaWorker) -> None:
             except ValidationError as e:
                 return error(self, 400, describe_validation(e))
             try:
-                worker.sagas.newest(start.saga_type)
+                definition = worker.sagas.newest(start.saga_type)
             except UnknownSagaType as e:
                 return error(self, 400, str(e))
+            if isinstance(definition, TrackedSagaDefinition):
+                return error(self, 400, tracked_start(definition))
             saga_id = start.saga_id or str(uuid.uuid4())
             start = start.model_copy(update={"saga_id": saga_id})
             await publish(catalog.requests, catalog.key(saga_id), start.model_dump_json().encode())

@@ -39,6 +39,19 @@ class TopicCatalog:
     def dlq(self) -> str:
         return self._name("saga.dlq")
 
+    @property
+    def outcomes(self) -> str:
+        """Where the tracker announces how tracked sagas ended (`SagaOutcome`)."""
+        return self._name("saga.outcomes")
+
+    def domain(self, topic: str) -> str:
+        """A services' topic a tracked saga's events are on, as named in its definition."""
+        return self._name(topic)
+
+    def undomain(self, topic: str) -> str:
+        """The topic's name as definitions name it: without the prefix."""
+        return topic[len(self.prefix) :] if topic.startswith(self.prefix) else topic
+
     def commands(self, participant: str) -> str:
         """The command topic of one participant, e.g. `orders.commands`."""
         return self._name(f"{participant}.commands")

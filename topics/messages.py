@@ -66,9 +66,46 @@ class SagaTimeout(Message):
     due_at: float
 
 
+class ObservedEvent(Message):
+    """A domain event the tracker correlated to a tracked (choreographed) saga, re-keyed by the
+    saga id onto `saga.requests` so the saga's own partition applies it (`saga_app.tracking`).
+
+    `event` is the domain event as its service published it on `topic`; which step it marks,
+    and how, is read from it against the saga's own definition version when it is applied.
+    """
+
+    type: Literal["observed"] = "observed"
+    saga_id: str = Field(min_length=1, max_length=200)
+    saga_type: str = Field(min_length=1)
+    topic: str = Field(min_length=1)
+    """Where the service published it, without the topic prefix (as the definition names it)."""
+    event: dict[str, Any]
+
+
 SagaRequest = Annotated[
-    StartSaga | AbortSaga | RetrySaga | SagaTimeout, Field(discriminator="type")
+    StartSaga | AbortSaga | RetrySaga | SagaTimeout | ObservedEvent, Field(discriminator="type")
 ]
+
+OutcomeType = Literal["saga.completed", "saga.failed", "saga.timeout"]
+
+
+class SagaOutcome(Message):
+    """What the tracker announces on `saga.outcomes` about a tracked saga: every step done
+    (`saga.completed`), a step failed or an operator aborted it (`saga.failed`), or its deadline
+    passed first (`saga.timeout`). On the last two, each service undoes what it did for the
+    saga (the steps in `steps_done`) and publishes its compensation event."""
+
+    type: OutcomeType
+    saga_id: str
+    saga_type: str
+    steps_done: list[str]
+    """The steps whose done event had arrived, in the definition's order."""
+    compensations: list[str] = Field(default_factory=list)
+    """The steps whose compensation event the tracker waits for (done, with one declared)."""
+    error: str | None = None
+    attempt: int = 1
+    """Counts the announcements of this failure: an operator retry announces it again."""
+    at: float
 
 
 class Command(Message):
@@ -131,6 +168,8 @@ class SagaEvent(Message):
     status: str
     at: float
     error: str | None = None
+    detail: str | None = None
+    """For a tracked saga, the domain event behind the transition (`type` on `topic`)."""
 
 
 class DeadLetter(Message):
@@ -167,7 +206,7 @@ def _check_size(raw: bytes) -> None:
         )
 
 
-def parse_request(raw: bytes) -> StartSaga | AbortSaga | RetrySaga | SagaTimeout:
+def parse_request(raw: bytes) -> StartSaga | AbortSaga | RetrySaga | SagaTimeout | ObservedEvent:
     """Decode a `saga.requests` value, or raise `InvalidMessage` naming the problem."""
     _check_size(raw)
     try:

@@ -16,9 +16,11 @@ from topics.messages import (
     AbortSaga,
     Command,
     DeadLetter,
+    ObservedEvent,
     Reply,
     RetrySaga,
     SagaEvent,
+    SagaOutcome,
     SagaRequest,
     SagaTimeout,
     StartSaga,
@@ -33,6 +35,8 @@ MESSAGES: dict[str, type[BaseModel]] = {
     "reply": Reply,
     "event": SagaEvent,
     "dead_letter": DeadLetter,
+    "observed": ObservedEvent,
+    "outcome": SagaOutcome,
 }
 """Each message type by the name of its schema file."""
 

@@ -170,7 +170,7 @@ def test_example_sagas_follow_the_design(name: str) -> None:
 
 def test_only_charge_payment_is_a_pivot() -> None:
     """create_order's point of no return is the payment; the other sagas have none."""
-    pivots = {d.name: d.pivot_index for d in EXAMPLE_SAGAS}
+    pivots = {d.name: d.pivot_index for d in EXAMPLE_SAGAS.orchestrated()}
     assert pivots == {"create_order": 2, "create_experiment": None, "create_run": None}
 
 
@@ -179,6 +179,12 @@ def test_unknown_saga_type_lists_the_known_ones() -> None:
     with pytest.raises(UnknownSagaType) as raised:
         EXAMPLE_SAGAS.newest("create_pizza")
     assert str(raised.value) == (
-        "unknown saga type 'create_pizza'; known types: create_experiment, create_order, create_run"
+        "unknown saga type 'create_pizza'; known types: create_experiment, "
+        "create_experiment_choreo, create_order, create_run"
     )
-    assert raised.value.known == ("create_experiment", "create_order", "create_run")
+    assert raised.value.known == (
+        "create_experiment",
+        "create_experiment_choreo",
+        "create_order",
+        "create_run",
+    )

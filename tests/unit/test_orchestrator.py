@@ -171,7 +171,10 @@ async def test_a_duplicate_produced_after_the_takeover_is_not_answered_with_a_re
         (b"{not json", "invalid request"),
         (b"", "empty message"),
         ({"type": "start", "saga_id": "s1"}, "saga_type"),
-        (start(saga_type="no_such"), "known types: create_experiment, create_order, create_run"),
+        (
+            start(saga_type="no_such"),
+            "known types: create_experiment, create_experiment_choreo, create_order, create_run",
+        ),
         ({"type": "abort", "saga_id": "ghost", "reason": "x"}, "unknown saga 'ghost'"),
         (b"x" * 300_000, "over the"),
     ],

@@ -39,7 +39,13 @@ def test_describe_marks_the_version_new_sagas_start_on() -> None:
 def test_the_examples_and_a_team_module_load_side_by_side() -> None:
     """Several modules add up; an unknown type names every loaded one."""
     sagas = load_sagas([EXAMPLES, PARCELS])
-    assert sagas.saga_types == ["create_experiment", "create_order", "create_run", "ship_parcel"]
+    assert sagas.saga_types == [
+        "create_experiment",
+        "create_experiment_choreo",
+        "create_order",
+        "create_run",
+        "ship_parcel",
+    ]
     with pytest.raises(UnknownSagaType, match=r"known types: create_experiment, .*ship_parcel"):
         sagas.newest("create_pizza")
 
@@ -54,7 +60,10 @@ def test_the_same_definition_imported_twice_counts_once() -> None:
     [
         (["no_such_module_here"], "no_such_module_here: cannot be imported: ModuleNotFoundError"),
         ([BROKEN], "cannot be imported: RuntimeError: the team's"),
-        (["tests.unit.fixtures"], "defines no SagaDefinition at its top level"),
+        (
+            ["tests.unit.fixtures"],
+            "defines no SagaDefinition or TrackedSagaDefinition at its top level",
+        ),
         (
             [PARCELS, "tests.unit.fixtures.parcel_v1_again"],
             "saga 'ship_parcel' version 1 is defined twice",
