@@ -129,7 +129,7 @@ class ServiceWorker:
                 "event_handled",
                 service=service.name,
                 saga_id=event.get("saga_id"),
-                event=event.get("type"),
+                on=event.get("type"),
                 published=[answer["type"] for _, answer in published],
             )
 

@@ -111,11 +111,13 @@ class SagaSystem:
         web_token: str | None = None,
         web_read_token: str | None = None,
         sagas: list[str] | None = None,
+        services: bool = False,
     ) -> None:
         """`env` adds `SAGA_*` variables for every process and client, e.g. a secure broker's
         `LocalKafka.client_env()`. `web_token`/`web_read_token` set the workers'
         SAGA_WEB_TOKEN/SAGA_WEB_READ_TOKEN (None: whatever this process's environment says).
-        `sagas` are the modules the workers run (SAGA_SAGAS; None: the example sagas)."""
+        `sagas` are the modules the workers run (SAGA_SAGAS; None: the example sagas).
+        `services` adds a process running the example choreography services."""
         self.saga_modules = sagas or [EXAMPLES]
         self.env = {
             "SAGA_BOOTSTRAP_SERVERS": bootstrap,
@@ -133,6 +135,7 @@ class SagaSystem:
         self.catalog = self.settings.catalog
         self.workdir = workdir
         self.participants = Service("participants", self.env, workdir)
+        self.services = [Service("services", self.env, workdir)] if services else []
         self.workers = [
             Service("worker", self.env, workdir, name=f"worker-{i}") for i in range(workers)
         ]
@@ -142,9 +145,9 @@ class SagaSystem:
         deadline = Deadline(timeout)
         topics = worker_topics(self.settings, load_sagas(self.saga_modules))
         asyncio.run(ensure_topics(self.settings, topics))
-        for service in [self.participants, *self.workers]:
+        for service in [self.participants, *self.services, *self.workers]:
             service.start()
-        for service in [self.participants, *self.workers]:
+        for service in [self.participants, *self.services, *self.workers]:
             service.wait_ready(deadline.left(f"{service.name} ready"))
         return self
 
@@ -165,7 +168,7 @@ class SagaSystem:
             self.wait_for(saga_id, timeout=deadline.left(f"warm-up saga {saga_id}"))
 
     def stop(self) -> None:
-        for service in [*self.workers, self.participants]:
+        for service in [*self.workers, *self.services, self.participants]:
             service.stop()
 
     @property
@@ -375,6 +378,27 @@ class SagaSystem:
                 await consumer.stop()
 
         return asyncio.run(read())
+
+    def produce_events(self, events: list[tuple[str, bytes | None, dict[str, Any]]]) -> None:
+        """Publish domain events as a service would: (topic as definitions name it, key, event),
+        in this order, through one producer."""
+
+        async def send() -> None:
+            producer = AIOKafkaProducer(**aiokafka_options(self.settings))
+            await producer.start()
+            try:
+                for topic, key, event in events:
+                    value = json.dumps(event).encode()
+                    await producer.send_and_wait(self.catalog.domain(topic), value, key=key)
+            finally:
+                await producer.stop()
+
+        asyncio.run(send())
+
+    def outcomes_of(self, saga_id: str) -> list[dict[str, Any]]:
+        """What the tracker announced about a tracked saga on `saga.outcomes`."""
+        key = saga_id.encode()
+        return [json.loads(v) for k, v in self.read_topic(self.catalog.outcomes) if k == key and v]
 
     def events_of(self, saga_id: str) -> list[dict[str, Any]]:
         """The saga's transitions as published on `saga.events`."""

@@ -8,6 +8,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,13 @@ def order(simulate: dict[str, str] | None = None) -> dict[str, Any]:
 
 
 EXPERIMENT = {"user_id": "u1", "name": "exp", "resources": {"gpus": 2}}
-SAGA_TYPES = ["create_experiment", "create_order", "create_run", "held_order"]
+SAGA_TYPES = [
+    "create_experiment",
+    "create_experiment_choreo",
+    "create_order",
+    "create_run",
+    "held_order",
+]
 """What the worker runs: the examples and held_order (tests/integration/held_sagas.py)."""
 STATUSES = ["in_progress", "compensating", "completed", "compensated", "failed"]
 
@@ -279,6 +286,21 @@ def test_definitions_draw_each_saga_type(page: Page) -> None:
     charge = orders.locator('[data-testid="definition-step"][data-step="charge_payment"]')
     expect(charge.get_by_test_id("pivot")).to_be_visible()
 
+    choreo = page.locator('[data-testid="definition"][data-saga-type="create_experiment_choreo"]')
+    expect(choreo).to_have_attribute("data-kind", "tracked")
+    expect(choreo.get_by_test_id("definition-step")).to_have_count(4)
+    allocate = choreo.locator('[data-testid="definition-step"][data-step="allocate_resources"]')
+    expect(allocate).to_contain_text("resources.allocated on resources.events")
+    expect(choreo.get_by_test_id("definition-compensation").first).to_contain_text(
+        "experiment.deleted"
+    )
+    expect(choreo.get_by_test_id("definition-started")).to_have_text(
+        "started by experiment.requested on experiments.requests"
+    )
+    # Its services start it with their own event: the start form offers only orchestrated types.
+    offered = page.locator("#start-type option").evaluate_all("os => os.map((o) => o.value)")
+    assert "create_experiment_choreo" not in offered and "create_order" in offered
+
 
 def test_abort_button_compensates_a_running_saga(page: Page, system: SagaSystem) -> None:
     """Abort on a saga in progress is accepted, and the saga is then compensated with the reason."""
@@ -329,3 +351,69 @@ def test_unreachable_worker_is_shown_in_a_banner(page: Page) -> None:
     expect(page.locator("#error-banner")).to_contain_text("worker unreachable")
     page.unroute("**/stats")
     expect(page.locator("#error-banner")).to_be_hidden()
+
+
+def publish(system: SagaSystem, events: list[tuple[str, bytes | None, dict[str, Any]]]) -> None:
+    """Publish domain events as the services would, from a thread of its own: playwright's event
+    loop owns this one."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(system.produce_events, events).result(timeout=60)
+
+
+def test_a_tracked_saga_shows_its_events_as_they_arrived_and_what_is_missing(
+    page: Page, system: SagaSystem
+) -> None:
+    """Nobody orchestrates it: the page shows the events that came, the steps still awaited,
+    after the deadline the steps that never reported, and the compensation events as they come."""
+    saga_id = new_id("choreo")
+
+    def event(kind: str, **fields: Any) -> dict[str, Any]:
+        return {"type": kind, "saga_id": saga_id, **fields}
+
+    publish(
+        system,
+        [
+            ("experiments.requests", None, event("experiment.requested", **EXPERIMENT)),
+            ("experiments.events", b"exp", event("experiment.created")),
+            ("resources.events", b"gpu", event("resources.allocated", units=2)),
+        ],
+    )
+    page.goto(f"{system.url}/?saga={saga_id}")
+    detail = page.locator(f'#saga-detail[data-saga-id="{saga_id}"]')
+    expect(detail.get_by_test_id("detail-mode")).to_have_text("tracked")
+    names = ("create_experiment", "allocate_resources", "initialize_metrics", "notify_user")
+    step = {name: detail.locator(f'[data-testid="step"][data-step="{name}"]') for name in names}
+    expect(step["allocate_resources"]).to_have_attribute("data-status", "succeeded")
+    expect(step["create_experiment"]).to_have_attribute("data-status", "succeeded")
+    expect(step["allocate_resources"]).to_contain_text("arrived at +")
+    expect(step["initialize_metrics"].get_by_test_id("missing-step")).to_have_text("awaited")
+    expect(detail.get_by_test_id("history-detail")).to_contain_text(
+        [" · resources.allocated on resources.events"]
+    )
+
+    # The definition's 10 s deadline passes: the steps that never reported are marked missing.
+    expect(detail.get_by_test_id("detail-status")).to_have_text("compensating", timeout=30_000)
+    expect(step["initialize_metrics"].get_by_test_id("missing-step")).to_have_text(
+        "missing: metrics.initialized on metrics.events"
+    )
+    expect(step["notify_user"]).to_have_class(re.compile(r"\bmissing\b"))
+    expect(step["create_experiment"]).not_to_have_class(re.compile(r"\bmissing\b"))
+    expect(detail.get_by_test_id("compensation")).to_have_count(2)
+    expect(step["allocate_resources"].get_by_test_id("compensation")).to_contain_text("awaited")
+
+    publish(
+        system,
+        [
+            ("resources.events", None, event("resources.released")),
+            ("experiments.events", None, event("experiment.deleted")),
+        ],
+    )
+    expect(detail.get_by_test_id("detail-status")).to_have_text("compensated")
+    expect(step["allocate_resources"].get_by_test_id("compensation")).to_contain_text(
+        "resources.released on resources.events · arrived at +"
+    )
+    expect(detail.get_by_test_id("history-event").last).to_have_attribute(
+        "data-event", "saga_compensated"
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "dashboard-tracked.png", full_page=True)

@@ -15,6 +15,8 @@ from playwright.sync_api import Browser, Page, expect
 from tests.integration.saga_system import SagaSystem
 from tests.integration.test_dashboard import headless_chromium
 
+EXAMPLE_TYPES = 4
+"""create_experiment, create_experiment_choreo, create_order and create_run."""
 WRITE_TOKEN = f"w-{uuid.uuid4().hex}"
 READ_TOKEN = f"r-{uuid.uuid4().hex}"
 
@@ -97,7 +99,7 @@ def test_the_write_token_starts_a_saga_and_survives_a_reload(
     expect(page.locator("#token-message")).to_contain_text("wrong token")
     enter_token(page, WRITE_TOKEN)
     expect(page.locator("#token-panel")).to_be_hidden()
-    expect(page.get_by_test_id("definition")).to_have_count(3)
+    expect(page.get_by_test_id("definition")).to_have_count(EXAMPLE_TYPES)
     saga_id = start_experiment(page)
     expect(page.locator("#start-message")).to_have_text(f"started {saga_id} (202)")
     detail = page.locator(f'#saga-detail[data-saga-id="{saga_id}"]')
@@ -118,7 +120,7 @@ def test_the_read_token_shows_sagas_but_a_start_asks_for_the_write_token(
     """The read token shows the sagas; a start then asks for the write token and goes on with it."""
     enter_token(page, READ_TOKEN)
     expect(page.locator("#token-panel")).to_be_hidden()
-    expect(page.get_by_test_id("definition")).to_have_count(3)
+    expect(page.get_by_test_id("definition")).to_have_count(EXAMPLE_TYPES)
     saga_id = start_experiment(page)
     expect(page.locator("#token-message")).to_contain_text("the read token cannot change sagas")
     enter_token(page, WRITE_TOKEN)
