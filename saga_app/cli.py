@@ -12,6 +12,7 @@ import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import faust
 import structlog
@@ -197,7 +198,7 @@ def run_services(settings: Settings, specs: list[str], *, simulate: bool) -> int
     return _run_faust(worker.app, settings)
 
 
-def loaded_definitions(base_url: str) -> list[dict[str, object]] | None:
+def loaded_definitions(base_url: str) -> list[dict[str, Any]] | None:
     """What the worker at `base_url` runs (`GET /definitions`), or None if it cannot be asked."""
     url = f"{base_url.rstrip('/')}/definitions"
     request = urllib.request.Request(url, headers=bearer_header(token_from_env("GET")))
@@ -209,6 +210,16 @@ def loaded_definitions(base_url: str) -> list[dict[str, object]] | None:
     return data if isinstance(data, list) else None
 
 
+def tracked_start_hint(definition: dict[str, Any]) -> str:
+    """Why `saga start` refuses a tracked type (as POST /sagas does), and what starts it."""
+    first = definition.get("started") or definition["steps"][0]["done"]
+    return (
+        f"{definition['name']} is a tracked saga: its services start it, not `saga start`; "
+        f"publish its first event ({first['type'] or first['where']} on {first['topic']}) "
+        "as they do"
+    )
+
+
 def start_saga(
     settings: Settings, url: str, saga_type: str | None, payload: str, saga_id: str | None
 ) -> int:
@@ -216,7 +227,12 @@ def start_saga(
     from saga_app.client import SagaClient
 
     definitions = loaded_definitions(url)
-    runs = sorted({f"{d['name']} v{d['version']}" for d in definitions or [] if d.get("newest")})
+    runs = sorted(
+        f"{d['name']} v{d['version']}"
+        + (" (tracked: its services start it)" if d.get("kind") == "tracked" else "")
+        for d in definitions or []
+        if d.get("newest")
+    )
     if saga_type is None:
         if definitions is None:
             print(f"cannot reach a worker at {url} to list its sagas (--url)", file=sys.stderr)
@@ -225,12 +241,17 @@ def start_saga(
         return 0
     if definitions is None:
         print(f"note: cannot reach a worker at {url}; not checking {saga_type!r}", file=sys.stderr)
-    elif not any(d["name"] == saga_type for d in definitions):
-        print(
-            f"unknown saga type {saga_type!r}; the worker at {url} runs: {', '.join(runs)}",
-            file=sys.stderr,
-        )
-        return 2
+    else:
+        matching = [d for d in definitions if d["name"] == saga_type]
+        if not matching:
+            print(
+                f"unknown saga type {saga_type!r}; the worker at {url} runs: {', '.join(runs)}",
+                file=sys.stderr,
+            )
+            return 2
+        if matching[0].get("kind") == "tracked":
+            print(tracked_start_hint(matching[0]), file=sys.stderr)
+            return 2
     try:
         data = json.loads(payload)
     except ValueError as e:

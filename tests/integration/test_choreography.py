@@ -4,7 +4,10 @@ as they like; the worker's tracker follows them, announces how each saga ended o
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,3 +216,30 @@ def test_a_tracker_killed_mid_saga_loses_nothing_and_times_out_once(
     timeouts = [o for o in system.outcomes_of(late_id) if o["type"] == "saga.timeout"]
     assert {(o["attempt"], tuple(o["steps_done"])) for o in timeouts} == {(1, ("pack",))}
     assert late["error"] == "no compensation event from warehouse within 4s"
+
+
+@pytest.mark.timeout(120)
+def test_a_tracked_type_is_listed_with_its_kind_and_refused_as_a_command(
+    system: SagaSystem,
+) -> None:
+    """GET /definitions shows both kinds; POST /sagas and `saga start` refuse a tracked type and
+    say which event starts it."""
+    status, definitions = http_json("GET", f"{system.url}/definitions")
+    assert status == 200, definitions
+    kinds = {d["name"]: d["kind"] for d in definitions}
+    assert kinds[CHOREO] == kinds[SHIP] == "tracked"
+    assert kinds["create_experiment"] == "orchestrated"
+
+    status, refused = http_json("POST", f"{system.url}/sagas", {"saga_type": CHOREO, "payload": {}})
+    assert status == 400, refused
+    assert "experiment.requested on experiments.requests" in refused["error"]
+
+    command = [sys.executable, "-m", "saga_app.cli", "start", CHOREO, "--url", system.url]
+    env = {**os.environ, **system.env}
+    started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 2, started.stdout
+    assert "publish its first event (experiment.requested on experiments.requests)" in (
+        started.stderr
+    )
+    listed = subprocess.run(command[:4] + command[5:], env=env, capture_output=True, text=True)
+    assert f"{CHOREO} v1 (tracked: its services start it)" in listed.stdout.splitlines()
