@@ -1,7 +1,9 @@
-"""A small producer-side client: start, abort and re-drive sagas by producing to `saga.requests`."""
+"""A small producer-side client: start, abort and re-drive sagas by producing to `saga.requests`,
+and publish a domain event as a choreography's service would."""
 
 from __future__ import annotations
 
+import json
 from types import TracebackType
 from typing import Any
 
@@ -47,3 +49,10 @@ class SagaClient:
 
     async def retry(self, saga_id: str) -> None:
         await self._send(saga_id, RetrySaga(saga_id=saga_id))
+
+    async def publish(self, topic: str, event: dict[str, Any], *, key: str) -> None:
+        """Publish a domain event on `topic` (as definitions name it): how a tracked saga
+        starts, since nobody orchestrates it."""
+        await self._producer.send_and_wait(
+            self.catalog.domain(topic), json.dumps(event).encode(), key=key.encode()
+        )

@@ -1,4 +1,6 @@
-"""`make demo`: a broker, a worker and the participants, then a batch of sagas with mixed outcomes.
+"""`make demo`: a broker, a worker, the participants and the choreography services, then a batch
+of sagas of both kinds with mixed outcomes: orchestrated ones, started by a command, and tracked
+ones, started by the experiments service's own event and carried on by the services' events.
 
 Prints a progress bar while the batch runs and a summary per saga type and status (count, p50 and
 p99 duration, from the `saga.events` timestamps), then the dashboard URL. Stops what it started at
@@ -40,6 +42,9 @@ TERMINAL = {
     "saga_failed": "failed",
 }
 
+TRACKED_STARTS = {"create_experiment_choreo": ("experiments.requests", "experiment.requested")}
+"""Tracked types: the topic and type of the event that begins one (its services do the rest)."""
+
 # What each saga of the batch does: mostly success, then a failure at each step, a step that
 # never answers, a flaky step, a compensation that fails once.
 SCENARIOS: dict[str, list[dict[str, str]]] = {
@@ -66,6 +71,16 @@ SCENARIOS: dict[str, list[dict[str, str]]] = {
         {"notify_user": "fail"},
         {"initialize_metrics": "flaky:1"},
     ],
+    "create_experiment_choreo": [
+        {},
+        {},
+        {},
+        {"metrics": "fail"},
+        {"resources": "fail"},
+        {"notifications": "silent"},
+        {"resources": "twice"},
+        {"experiments": "out_of_order"},
+    ],
     "create_run": [
         {},
         {},
@@ -86,7 +101,7 @@ def payload_for(saga_type: str, n: int, simulate: dict[str, str]) -> dict[str, A
             "items": [{"sku": f"sku-{n % 20}", "qty": 1}],
             "amount": 10.0,
         }
-    elif saga_type == "create_experiment":
+    elif saga_type in ("create_experiment", "create_experiment_choreo"):
         base = {"user_id": f"user-{n % 10}", "name": f"experiment-{n}", "resources": {"gpus": 1}}
     else:
         base = {"experiment_id": f"experiment-{n}", "config": {"lr": 0.01}, "resources": 1}
@@ -218,11 +233,22 @@ async def start_sagas(
 ) -> None:
     """Start every saga at once, or `rate` per second."""
     if rate is None:
-        await asyncio.gather(*(client.start(t, p, saga_id=i) for i, t, p in sagas))
+        await asyncio.gather(*(start_one(client, i, t, p) for i, t, p in sagas))
         return
     began = time.monotonic()
     for n, (saga_id, saga_type, payload) in enumerate(sagas):
         await asyncio.sleep(max(0.0, began + n / rate - time.monotonic()))  # pacing the load
+        await start_one(client, saga_id, saga_type, payload)
+
+
+async def start_one(
+    client: SagaClient, saga_id: str, saga_type: str, payload: dict[str, Any]
+) -> None:
+    """An orchestrated saga by its command; a tracked one by the event its first service awaits."""
+    if saga_type in TRACKED_STARTS:
+        topic, kind = TRACKED_STARTS[saga_type]
+        await client.publish(topic, {"type": kind, "saga_id": saga_id, **payload}, key=saga_id)
+    else:
         await client.start(saga_type, payload, saga_id=saga_id)
 
 
@@ -230,10 +256,11 @@ def summary(finished: dict[str, tuple[str, str, float]]) -> str:
     groups: dict[tuple[str, str], list[float]] = defaultdict(list)
     for saga_type, status, duration in finished.values():
         groups[(saga_type, status)].append(duration)
-    lines = [f"{'saga type':<20}{'status':<14}{'count':>6}{'p50 s':>9}{'p99 s':>9}"]
+    lines = [f"{'saga type':<26}{'mode':<14}{'status':<14}{'count':>6}{'p50 s':>9}{'p99 s':>9}"]
     for (saga_type, status), durations in sorted(groups.items()):
+        mode = "tracked" if saga_type in TRACKED_STARTS else "orchestrated"
         lines.append(
-            f"{saga_type:<20}{status:<14}{len(durations):>6}"
+            f"{saga_type:<26}{mode:<14}{status:<14}{len(durations):>6}"
             f"{percentile(durations, 0.5):>9.3f}{percentile(durations, 0.99):>9.3f}"
         )
     return "\n".join(lines)
@@ -268,9 +295,10 @@ def main() -> int:
     asyncio.run(ensure_topics(settings, worker_topics(settings, load_sagas([EXAMPLES]))))
     worker = Service("worker", env, workdir, port=6066 if port_is_free(6066) else None)
     participants = Service("participants", env, workdir)
-    services = [worker, participants]
+    choreography = Service("services", env, workdir)
+    services = [worker, participants, choreography]
     try:
-        print("starting a worker and the participants ...", flush=True)
+        print("starting a worker, the participants and the choreography services ...", flush=True)
         for service in services:
             service.start()
         for service in services:
@@ -283,7 +311,7 @@ def main() -> int:
         print(f"\ndashboard: {worker.url}/   (a saga: saga status <saga_id> --url {worker.url})")
         if settings.web_token or settings.web_read_token:
             print("the worker has SAGA_WEB_TOKEN/SAGA_WEB_READ_TOKEN: the dashboard asks for it")
-        print(f"logs: {worker.log_path} and {participants.log_path}")
+        print(f"logs: {', '.join(str(s.log_path) for s in services)}")
         if args.keep_running:
             pids = " ".join(str(s.process.pid) for s in services if s.process)
             print(f"still running (--keep-running): stop with `kill {pids}` and make kafka-down")

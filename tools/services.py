@@ -64,7 +64,8 @@ def http_json(
 
 
 class Service:
-    """One saga process (`worker` or `participants`) with its own port, data dir and log."""
+    """One saga process (`worker`, `participants` or `services`) with its own port, data dir
+    and log."""
 
     def __init__(
         self,

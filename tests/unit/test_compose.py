@@ -1,4 +1,5 @@
-"""docker-compose.yml runs the same system as a local run: Kafka, two workers, the participants."""
+"""docker-compose.yml runs the same system as a local run: Kafka, two workers, the participants,
+the choreography services."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import yaml
 from saga_app.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-SAGA_SERVICES = ("worker-1", "worker-2", "participants")
+SAGA_SERVICES = ("worker-1", "worker-2", "participants", "services")
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +28,10 @@ def env_of(service: dict[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in service["environment"].items()}
 
 
-def test_compose_runs_kafka_two_workers_and_the_participants(compose: dict[str, Any]) -> None:
-    """The file declares the official Kafka image and the three saga processes."""
+def test_compose_runs_kafka_two_workers_the_participants_and_services(
+    compose: dict[str, Any],
+) -> None:
+    """The file declares the official Kafka image and the four saga processes."""
     services = compose["services"]
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
@@ -36,6 +39,7 @@ def test_compose_runs_kafka_two_workers_and_the_participants(compose: dict[str, 
         ["saga", "worker"],
         ["saga", "worker"],
         ["saga", "participants"],
+        ["saga", "services"],
     ]
 
 
