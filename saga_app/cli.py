@@ -76,6 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     start.add_argument("--payload", default="{}", help="the saga payload as a JSON object")
     start.add_argument("--saga-id", help="defaults to a new uuid")
     start.add_argument("--url", help="a worker's web address, to check the saga type")
+    publish = commands.add_parser(
+        "publish", help="publish a domain event as a service would (tracked sagas follow them)"
+    )
+    publish.add_argument("topic", help="the topic as saga definitions name it")
+    publish.add_argument("event", help='the event as a JSON object, e.g. \'{"type": "x.done"}\'')
+    publish.add_argument("--key", help="the record key (default: none)")
     status = commands.add_parser("status", help="show a saga as the web view has it")
     status.add_argument("saga_id")
     status.add_argument("--url", help="a worker's web address (default: this host's SAGA_WEB_PORT)")
@@ -110,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_services(settings, args.specs, simulate=args.simulate)
         if args.command == "services":
             return run_services(settings, [EXAMPLE_SERVICES], simulate=True)
+        if args.command == "publish":
+            return publish_event(settings, args.topic, args.event, args.key)
         url = args.url or settings.web_url
         return start_saga(settings, url, args.saga_type, args.payload, args.saga_id)
     except SagaModuleError as e:
@@ -252,13 +260,8 @@ def start_saga(
         if matching[0].get("kind") == "tracked":
             print(tracked_start_hint(matching[0]), file=sys.stderr)
             return 2
-    try:
-        data = json.loads(payload)
-    except ValueError as e:
-        print(f"--payload is not valid JSON: {e}", file=sys.stderr)
-        return 2
-    if not isinstance(data, dict):
-        print('--payload must be a JSON object, e.g. \'{"customer_id": "c1"}\'', file=sys.stderr)
+    data = json_object(payload, "--payload", '{"customer_id": "c1"}')
+    if data is None:
         return 2
     saga_id = saga_id or str(uuid.uuid4())
 
@@ -272,6 +275,38 @@ def start_saga(
     asyncio.run(send())
     print(saga_id)
     return 0
+
+
+def publish_event(settings: Settings, topic: str, event: str, key: str | None) -> int:
+    """Produce one domain event to `topic` (with the topic prefix), as a service would."""
+    from saga_app.client import SagaClient
+    from saga_app.connection import check_connection
+
+    data = json_object(event, "the event", '{"type": "parcel.packed", "order_id": "o-7"}')
+    if data is None:
+        return 2
+
+    async def send() -> None:
+        await check_connection(settings)
+        async with SagaClient(settings) as client:
+            await client.publish(topic, data, key=key)
+
+    asyncio.run(send())
+    print(f"published {data.get('type', 'an event')} to {settings.catalog.domain(topic)}")
+    return 0
+
+
+def json_object(text: str, what: str, example: str) -> dict[str, Any] | None:
+    """`text` parsed as a JSON object, or None after saying what is wrong with it."""
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        print(f"{what} is not valid JSON: {e}", file=sys.stderr)
+        return None
+    if not isinstance(data, dict):
+        print(f"{what} must be a JSON object, e.g. '{example}'", file=sys.stderr)
+        return None
+    return data
 
 
 def show_status(base_url: str, saga_id: str, token: str = "") -> int:

@@ -50,9 +50,11 @@ class SagaClient:
     async def retry(self, saga_id: str) -> None:
         await self._send(saga_id, RetrySaga(saga_id=saga_id))
 
-    async def publish(self, topic: str, event: dict[str, Any], *, key: str) -> None:
-        """Publish a domain event on `topic` (as definitions name it): how a tracked saga
-        starts, since nobody orchestrates it."""
+    async def publish(self, topic: str, event: dict[str, Any], *, key: str | None = None) -> None:
+        """Publish a domain event on `topic` (as definitions name it), as a service would: how
+        a tracked saga starts, since nobody orchestrates it."""
         await self._producer.send_and_wait(
-            self.catalog.domain(topic), json.dumps(event).encode(), key=key.encode()
+            self.catalog.domain(topic),
+            json.dumps(event).encode(),
+            key=None if key is None else key.encode(),
         )

@@ -1,4 +1,5 @@
-"""README's "Your first saga" runs as written: its file and its commands, taken from README itself.
+"""README's "Your first saga" and its tracked saga ("Tracking services that already publish
+events") run as written: their files and commands, taken from README itself.
 
 Nothing here copies the README: the file and the commands are extracted from it, so an edit that
 breaks them fails this test. Only what cannot be shared on a test machine is mapped: the broker
@@ -30,11 +31,16 @@ SAGA = Path(sys.executable).parent / "saga"
 FINISHED = {"completed", "compensated", "failed"}
 
 
-def section(title: str) -> str:
+def section(title: str, level: str = "##") -> str:
+    """The text under a heading, to the next heading of the same or a higher level."""
     text = README.read_text()
-    start = text.index(f"## {title}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end != -1 else None]
+    start = text.index(f"{level} {title}\n")
+    ends = [
+        i
+        for i in (text.find(f"\n{h} ", start + 1) for h in ("##", "###")[: len(level) - 1])
+        if i != -1
+    ]
+    return text[start : min(ends) if ends else None]
 
 
 def code_blocks(text: str, language: str) -> list[str]:
@@ -113,15 +119,13 @@ def shell(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Shell]:
     running.stop()
 
 
-def test_your_first_saga_runs_as_the_readme_says(shell: Shell, deadline: Deadline) -> None:
-    """trip.py from README with README's commands: trip-1 completes, trip-2 is compensated."""
-    text = section("Your first saga")
-    trip = code_blocks(text, "python")[0]  # the block after "Save this as `trip.py`"
-    (shell.folder / "trip.py").write_text(trip)
-    commands = code_blocks(text, "bash")[0]
-    lines = [line for line in commands.splitlines() if line.strip()]
+def run_section(shell: Shell, text: str, module: str, deadline: Deadline) -> dict[str, Any]:
+    """Save the section's Python block as `module`.py, run its bash block line by line (the
+    background ones first, then the rest once they answer /health); returns each `saga status`
+    line's saga, polled until it finished."""
+    (shell.folder / f"{module}.py").write_text(code_blocks(text, "python")[0])
+    lines = [line for line in code_blocks(text, "bash")[0].splitlines() if line.strip()]
     assert lines[0] == "make kafka-up"  # the session's broker stands in for it
-
     started = False
     statuses: dict[str, dict[str, Any]] = {}
     for line in lines[1:]:
@@ -129,15 +133,21 @@ def test_your_first_saga_runs_as_the_readme_says(shell: Shell, deadline: Deadlin
             shell.spawn(line)
             continue
         if not started:
-            shell.wait_ready(deadline.left("the worker and participants ready"))
+            shell.wait_ready(deadline.left("the background processes ready"))
             started = True
-        if " start " in line:
-            saga_id = shell.run(line).strip()
-            assert saga_id == shlex.split(line)[shlex.split(line).index("--saga-id") + 1]
+        words = shlex.split(line)
+        if words[1] == "status":
+            statuses[words[-1]] = poll_status(shell, line, deadline.left(f"{words[-1]} finished"))
+        elif words[1] == "start":
+            assert shell.run(line).strip() == words[words.index("--saga-id") + 1]
         else:
-            saga_id = shlex.split(line)[-1]
-            statuses[saga_id] = poll_status(shell, line, deadline.left(f"{saga_id} finished"))
+            shell.run(line)
+    return statuses
 
+
+def test_your_first_saga_runs_as_the_readme_says(shell: Shell, deadline: Deadline) -> None:
+    """trip.py from README with README's commands: trip-1 completes, trip-2 is compensated."""
+    statuses = run_section(shell, section("Your first saga"), "trip", deadline)
     first_log_line = json.loads(shell.background[0][1].read_text().splitlines()[0])
     assert first_log_line["sagas"] == ["book_trip v1"]
     trip1, trip2 = statuses["trip-1"], statuses["trip-2"]
@@ -160,3 +170,18 @@ def poll_status(shell: Shell, line: str, timeout: float = 60.0) -> dict[str, Any
             saga = {}
         assert time.monotonic() < deadline, f"{line}: not finished in {timeout}s: {saga}"
         time.sleep(0.2)  # polling interval
+
+
+def test_tracking_existing_services_runs_as_the_readme_says(
+    shell: Shell, deadline: Deadline
+) -> None:
+    """shipping.py with README's commands: o-7 completes from events in any order and keyed by
+    anything; o-8 times out and, its compensation never announced back, fails."""
+    text = section("Tracking services that already publish events", "###")
+    statuses = run_section(shell, text, "shipping", deadline)
+    o7, o8 = statuses["o-7"], statuses["o-8"]
+    assert (o7["status"], o7["mode"]) == ("completed", "tracked")
+    assert o8["status"] == "failed"
+    assert o8["error"] == "no compensation event from warehouse within 5s"
+    assert [s["status"] for s in o8["steps"]] == ["compensating", "pending", "pending"]
+    assert "deadline_exceeded" in [h["event"] for h in o8["history"]]
