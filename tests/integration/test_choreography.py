@@ -18,6 +18,7 @@ from services import http_json
 
 from saga_app.registry import EXAMPLES
 from tests.integration.saga_system import Deadline, SagaSystem, eventually
+from tests.integration.test_web import metric
 
 TRACKED = "tests.integration.tracked_sagas"
 CHOREO = "create_experiment_choreo"
@@ -117,6 +118,11 @@ def test_events_out_of_order_duplicated_and_keyed_by_anything_count_once(
     assert events[:2] == [("saga_started", None), ("step_succeeded", "pick_up")]
     assert sorted(events[2:4]) == [("step_succeeded", "label"), ("step_succeeded", "pack")]
     assert events[4:] == [("saga_completed", None)]
+    scraped = http_json("GET", f"{system.url}/metrics")[1]  # the one worker counts them all
+    finished = {"saga_type": SHIP, "status": "completed"}
+    assert metric(scraped, "saga_finished_total", **finished) >= 1
+    duplicates = {"kind": "observed", "reason": "duplicate_event"}
+    assert metric(scraped, "saga_ignored_events_total", **duplicates) >= 3
     unpacked = ("warehouse.events", b"x", {"type": "parcel.unpacked", "order_id": order_id})
     system.produce_events([unpacked, unpacked])
     saga = system.wait_until(
