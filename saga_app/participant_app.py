@@ -20,10 +20,9 @@ from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
-from saga_app.errors import SagaModuleError
 from saga_app.kafka_io import FaustPublisher, make_faust_app, readiness
 from saga_app.participant import Participant, Records, reply_to
-from saga_app.registry import import_user_module
+from saga_app.registry import load_named
 from saga_app.settings import Settings
 from saga_app.topology import participant_group
 from topics import MAX_MESSAGE_BYTES, Command, DeadLetter
@@ -36,22 +35,7 @@ NO_REPLY = b""
 
 def load_participants(specs: Sequence[str]) -> list[Participant]:
     """Resolve `module:attribute` specs to participants (an attribute may be a list of them)."""
-    found: list[Participant] = []
-    for spec in specs:
-        module_name, _, attribute = spec.partition(":")
-        if not module_name or not attribute:
-            raise SagaModuleError(spec, "expected module:attribute, e.g. mypkg.payments:payments")
-        value = getattr(import_user_module(module_name, spec), attribute, None)
-        values = list(value) if isinstance(value, list | tuple) else [value]
-        participants = [v for v in values if isinstance(v, Participant)]
-        if not values or len(participants) != len(values):
-            raise SagaModuleError(spec, f"{attribute!r} is not a Participant (or a list of them)")
-        found.extend(participants)
-    names = [p.name for p in found]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise SagaModuleError(", ".join(specs), f"participant {twice[0]!r} is given twice")
-    return found
+    return load_named(specs, Participant, "mypkg.payments:payments")
 
 
 def install_health(app: Any) -> None:

@@ -11,11 +11,19 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable, Iterator, Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from saga_app.definition import SagaDefinition
 from saga_app.errors import DefinitionError, SagaModuleError, UnknownSagaType
 from saga_app.tracked import TrackedSagaDefinition
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+T = TypeVar("T", bound=_Named)
 
 AnyDefinition = SagaDefinition | TrackedSagaDefinition
 """An orchestrated or a tracked saga type."""
@@ -105,6 +113,28 @@ def import_user_module(name: str, given_as: str) -> ModuleType:
         return importlib.import_module(name)
     except Exception as e:  # whatever the user's module raises is theirs to fix: say which
         raise SagaModuleError(given_as, f"cannot be imported: {type(e).__name__}: {e}") from e
+
+
+def load_named(specs: Sequence[str], kind: type[T], example: str) -> list[T]:
+    """Resolve `module:attribute` specs to `kind` objects (an attribute may be a list of them),
+    each `name` given once: how `saga participant` and `saga service` find yours."""
+    found: list[T] = []
+    what = kind.__name__
+    for spec in specs:
+        module_name, _, attribute = spec.partition(":")
+        if not module_name or not attribute:
+            raise SagaModuleError(spec, f"expected module:attribute, e.g. {example}")
+        value = getattr(import_user_module(module_name, spec), attribute, None)
+        values = list(value) if isinstance(value, list | tuple) else [value]
+        objects = [v for v in values if isinstance(v, kind)]
+        if not values or len(objects) != len(values):
+            raise SagaModuleError(spec, f"{attribute!r} is not a {what} (or a list of them)")
+        found.extend(objects)
+    names = [o.name for o in found]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SagaModuleError(", ".join(specs), f"{what.lower()} {twice[0]!r} is given twice")
+    return found
 
 
 def load_sagas(modules: Sequence[str]) -> SagaRegistry:

@@ -19,11 +19,10 @@ import structlog
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry, Counter
 
-from saga_app.errors import SagaModuleError
 from saga_app.kafka_io import FaustPublisher, make_faust_app
 from saga_app.participant import Records
 from saga_app.participant_app import dead_letter_of, install_health
-from saga_app.registry import import_user_module
+from saga_app.registry import load_named
 from saga_app.service import Service
 from saga_app.settings import Settings
 from saga_app.topology import service_group
@@ -34,22 +33,7 @@ log = structlog.get_logger("saga.services")
 
 def load_services(specs: Sequence[str]) -> list[Service]:
     """Resolve `module:attribute` specs to services (an attribute may be a list of them)."""
-    found: list[Service] = []
-    for spec in specs:
-        module_name, _, attribute = spec.partition(":")
-        if not module_name or not attribute:
-            raise SagaModuleError(spec, "expected module:attribute, e.g. mypkg.resources:resources")
-        value = getattr(import_user_module(module_name, spec), attribute, None)
-        values = list(value) if isinstance(value, list | tuple) else [value]
-        services = [v for v in values if isinstance(v, Service)]
-        if not values or len(services) != len(values):
-            raise SagaModuleError(spec, f"{attribute!r} is not a Service (or a list of them)")
-        found.extend(services)
-    names = [s.name for s in found]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise SagaModuleError(", ".join(specs), f"service {twice[0]!r} is given twice")
-    return found
+    return load_named(specs, Service, "mypkg.resources:resources")
 
 
 class ServiceWorker:
