@@ -297,30 +297,19 @@ def definition_missing(
     return Decision(failed, events=(record_transition(failed, "saga_failed", now, error=error),))
 
 
-class _Transition:
-    """A working copy of one saga while one event is applied, and the messages it produces.
+class WorkingCopy:
+    """A working copy of one saga while one event is applied, and the transitions it records.
 
-    Copy-on-write keeps `decide` cheap and pure: the state is copied shallowly once, its
-    `steps` and `history` lists are new lists, a step is copied only when it changes, and
+    Copy-on-write keeps `decide` and `track` cheap and pure: the state is copied shallowly once,
+    its `steps` and `history` lists are new lists, a step is copied only when it changes, and
     `context` / `handled_replies` are replaced (never mutated). History entries and timers are
     frozen, so old and new states share them safely.
     """
 
-    __slots__ = ("_original_steps", "commands", "definition", "events", "now", "reply_to", "state")
+    __slots__ = ("_original_steps", "events", "now", "state")
 
-    def __init__(
-        self,
-        definition: SagaDefinition,
-        state: SagaState,
-        now: float,
-        reply_to: str,
-        *,
-        copy: bool = True,
-    ) -> None:
-        self.definition = definition
+    def __init__(self, state: SagaState, now: float, *, copy: bool = True) -> None:
         self.now = now
-        self.reply_to = reply_to
-        self.commands: list[OutgoingCommand] = []
         self.events: list[SagaEvent] = []
         if copy:
             self._original_steps: list[StepState] = state.steps
@@ -330,12 +319,6 @@ class _Transition:
         else:  # a state built for this transition: nobody else holds it
             self._original_steps = []
             self.state = state
-
-    def finish(self) -> Decision:
-        self.state.updated_at = self.now
-        return Decision(self.state, tuple(self.commands), tuple(self.events))
-
-    # -- building blocks ----------------------------------------------------------------------
 
     def step_state(self, index: int) -> StepState:
         """The step at `index`, copied first if it is still shared with the input state."""
@@ -351,9 +334,38 @@ class _Transition:
         step: str | None = None,
         attempt: int | None = None,
         error: str | None = None,
+        detail: str | None = None,
     ) -> None:
         """Record a transition in the history and publish it as a saga event."""
-        self.events.append(record_transition(self.state, event, self.now, step, attempt, error))
+        self.events.append(
+            record_transition(self.state, event, self.now, step, attempt, error, detail=detail)
+        )
+
+
+class _Transition(WorkingCopy):
+    """One orchestrated saga while one event is applied, and the commands it sends."""
+
+    __slots__ = ("commands", "definition", "reply_to")
+
+    def __init__(
+        self,
+        definition: SagaDefinition,
+        state: SagaState,
+        now: float,
+        reply_to: str,
+        *,
+        copy: bool = True,
+    ) -> None:
+        super().__init__(state, now, copy=copy)
+        self.definition = definition
+        self.reply_to = reply_to
+        self.commands: list[OutgoingCommand] = []
+
+    def finish(self) -> Decision:
+        self.state.updated_at = self.now
+        return Decision(self.state, tuple(self.commands), tuple(self.events))
+
+    # -- building blocks ----------------------------------------------------------------------
 
     def forward_only(self, index: int) -> bool:
         """Steps after the pivot only run once it succeeded; they are retried forever."""

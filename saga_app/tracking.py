@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from saga_app.engine import Decision, IgnoredReason, record_transition
+from saga_app.engine import Decision, IgnoredReason, WorkingCopy
 from saga_app.errors import DefinitionMismatch, InvalidEvent
 from saga_app.state import FINAL_STATUSES, SagaState, SagaStatus, StepState, StepStatus, Timer
 from saga_app.tracked import Role, TrackedSagaDefinition
@@ -40,7 +40,6 @@ from topics import (
     ObservedEvent,
     OutcomeType,
     RetrySaga,
-    SagaEvent,
     SagaOutcome,
     SagaTimeout,
     StartSaga,
@@ -200,25 +199,17 @@ def _reason(event: Mapping[str, Any]) -> str | None:
     return None
 
 
-class _Tracking:
-    """A working copy of one tracked saga while one event is applied (as `engine._Transition`:
-    copied once, a step only when it changes)."""
+class _Tracking(WorkingCopy):
+    """One tracked saga while one event is applied, and whether to announce how it went."""
 
-    __slots__ = ("_original_steps", "announce", "definition", "events", "now", "state")
+    __slots__ = ("announce", "definition")
 
     def __init__(
         self, definition: TrackedSagaDefinition, state: SagaState, now: float, *, copy: bool = True
     ) -> None:
+        super().__init__(state, now, copy=copy)
         self.definition = definition
-        self.now = now
-        self.events: list[SagaEvent] = []
         self.announce = False
-        self._original_steps = state.steps if copy else []
-        self.state = (
-            state.model_copy(update={"steps": list(state.steps), "history": list(state.history)})
-            if copy
-            else state
-        )
 
     def finish(self) -> Decision:
         self.state.updated_at = self.now
@@ -227,30 +218,12 @@ class _Tracking:
             self.state, events=tuple(self.events), announcements=(outcome,) if outcome else ()
         )
 
-    def step_state(self, index: int) -> StepState:
-        current = self.state.steps[index]
-        if index < len(self._original_steps) and current is self._original_steps[index]:
-            current = current.model_copy()
-            self.state.steps[index] = current
-        return current
-
-    def emit(
-        self,
-        event: str,
-        step: str | None = None,
-        error: str | None = None,
-        detail: str | None = None,
-    ) -> None:
-        self.events.append(
-            record_transition(self.state, event, self.now, step, error=error, detail=detail)
-        )
-
     def note(self, event: str, step: str, detail: str, error: str) -> None:
         """Record an event that is not applied, once however often it comes."""
         for entry in self.state.history:
             if entry.event == event and entry.step == step and entry.detail == detail:
                 return
-        self.emit(event, step, error, detail)
+        self.emit(event, step, error=error, detail=detail)
 
     def context(self, event: Mapping[str, Any]) -> None:
         """What the services said, for the views: the fields of the events applied."""
@@ -291,7 +264,7 @@ class _Tracking:
                 step.status = StepStatus.COMPENSATING
                 late += ": its compensation is awaited too"
                 self.announce = True
-            self.emit("step_succeeded", step.name, late, detail)
+            self.emit("step_succeeded", step.name, error=late, detail=detail)
             return
         self.emit("step_succeeded", step.name, detail=detail)
         missing = [i for i, st in enumerate(s.steps) if st.status not in _DONE]
@@ -311,7 +284,7 @@ class _Tracking:
             return
         step = self.step_state(index)
         step.status, step.finished_at, step.error = StepStatus.FAILED, self.now, reason
-        self.emit("step_failed", name, reason, detail)
+        self.emit("step_failed", name, error=reason, detail=detail)
         if self.state.status == SagaStatus.IN_PROGRESS:
             self.state.cursor = index
             self.roll_back(f"step {name} failed: {reason}")
@@ -370,7 +343,7 @@ class _Tracking:
         waited = f"{self.definition.compensation_deadline:g}s"
         for i, st in missing:
             pattern = self.definition.steps[i].compensated
-            self.emit("compensation_timed_out", st.name, f"no {pattern} within {waited}")
+            self.emit("compensation_timed_out", st.name, error=f"no {pattern} within {waited}")
         services = ", ".join(st.participant for _, st in missing)
         s.status, s.timer = SagaStatus.FAILED, None
         s.error = f"no compensation event from {services} within {waited}"
