@@ -149,6 +149,10 @@ class SagaSystem:
             service.start()
         for service in [self.participants, *self.services, *self.workers]:
             service.wait_ready(deadline.left(f"{service.name} ready"))
+        # A worker ready before the last one joined the group is in that join's rebalance now
+        # (a few hundred ms of 503): once every worker has answered, wait for all of them again.
+        for worker in self.workers[:-1]:
+            worker.wait_ready(deadline.left(f"{worker.name} ready after the last one joined"))
         return self
 
     def warm_up(self, timeout: float = 60.0) -> None:
