@@ -220,11 +220,9 @@ def loaded_definitions(base_url: str) -> list[dict[str, Any]] | None:
 
 def tracked_start_hint(definition: dict[str, Any]) -> str:
     """Why `saga start` refuses a tracked type (as POST /sagas does), and what starts it."""
-    first = definition.get("started") or definition["steps"][0]["done"]
     return (
         f"{definition['name']} is a tracked saga: its services start it, not `saga start`; "
-        f"publish its first event ({first['type'] or first['where']} on {first['topic']}) "
-        "as they do"
+        f"publish its first event ({definition['starts_with']}) as they do"
     )
 
 

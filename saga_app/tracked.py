@@ -49,12 +49,21 @@ class EventPattern:
             return False
         return self.where is None or bool(self.where(event))
 
+    @property
+    def where_name(self) -> str | None:
+        """The predicate as people read it: its function's name."""
+        return None if self.where is None else getattr(self.where, "__name__", repr(self.where))
+
     def describe(self) -> dict[str, Any]:
-        where = None if self.where is None else getattr(self.where, "__name__", repr(self.where))
-        return {"topic": self.topic, "type": self.type, "where": where}
+        return {
+            "topic": self.topic,
+            "type": self.type,
+            "where": self.where_name,
+            "label": str(self),
+        }
 
     def __str__(self) -> str:
-        return f"{self.type or self.where} on {self.topic}"
+        return f"{self.type or self.where_name} on {self.topic}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +186,11 @@ class TrackedSagaDefinition:
             if pattern.matches(topic, event, self.type_field)
         ]
 
+    @property
+    def first_event(self) -> EventPattern:
+        """The event a saga of this type begins with, as far as anyone can say beforehand."""
+        return self.started or self.steps[0].done
+
     def index_of(self, step_name: str) -> int | None:
         for i, step in enumerate(self.steps):
             if step.name == step_name:
@@ -192,6 +206,7 @@ class TrackedSagaDefinition:
             "deadline": self.deadline,
             "compensation_deadline": self.compensation_deadline,
             "started": None if self.started is None else self.started.describe(),
+            "starts_with": str(self.first_event),
             "saga_id_field": self.saga_id_field,
             "pivot": None,
             "steps": [step.describe() for step in self.steps],

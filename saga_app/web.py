@@ -108,10 +108,9 @@ async def patiently(call: Callable[[], Awaitable[Any]]) -> Any:
 
 def tracked_start(definition: TrackedSagaDefinition) -> str:
     """Why a tracked saga cannot be started here, and how it is started."""
-    first = definition.started or definition.steps[0].done
     return (
         f"{definition.name} is a tracked saga: nobody starts it here, its services do; it "
-        f"begins with its first event (e.g. {first})"
+        f"begins with its first event (e.g. {definition.first_event})"
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 from saga_app import InvalidEvent, SagaState, track
 from saga_app.engine import Decision
 from saga_app.sagas import CREATE_EXPERIMENT_CHOREO as CHOREO
+from saga_app.tracked import EventPattern, TrackedSagaDefinition, TrackedStep
 from saga_app.tracking import TrackerInput, announcement
 from topics import AbortSaga, ObservedEvent, RetrySaga, SagaTimeout, StartSaga
 
@@ -222,3 +223,24 @@ def test_tracking_is_pure_and_replays_the_same() -> None:
     assert first == second
     assert state.model_dump() == frozen
     assert first.state is not None and announcement(first.state) == first.announcements[0]
+
+
+def test_a_described_definition_names_each_event_as_people_read_it() -> None:
+    """GET /definitions labels a pattern by its type, or by its predicate's name when it has
+    none, and says which event a saga begins with (what `saga start` and POST /sagas cite)."""
+
+    def has_label(event: dict[str, Any]) -> bool:
+        return bool(event.get("label"))
+
+    labelled = TrackedSagaDefinition(
+        name="label_parcel",
+        version=1,
+        deadline=5.0,
+        steps=(
+            TrackedStep("label", "warehouse", EventPattern("warehouse.events", where=has_label)),
+        ),
+    )
+    described = labelled.describe()
+    assert described["steps"][0]["done"]["label"] == "has_label on warehouse.events"
+    assert described["starts_with"] == "has_label on warehouse.events"
+    assert CHOREO.describe()["starts_with"] == "experiment.requested on experiments.requests"
