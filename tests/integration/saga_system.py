@@ -383,19 +383,14 @@ class SagaSystem:
 
         return asyncio.run(read())
 
-    def produce_events(self, events: list[tuple[str, bytes | None, dict[str, Any]]]) -> None:
+    def produce_events(self, events: list[tuple[str, str | None, dict[str, Any]]]) -> None:
         """Publish domain events as a service would: (topic as definitions name it, key, event),
         in this order, through one producer."""
 
         async def send() -> None:
-            producer = AIOKafkaProducer(**aiokafka_options(self.settings))
-            await producer.start()
-            try:
+            async with SagaClient(self.settings) as client:
                 for topic, key, event in events:
-                    value = json.dumps(event).encode()
-                    await producer.send_and_wait(self.catalog.domain(topic), value, key=key)
-            finally:
-                await producer.stop()
+                    await client.publish(topic, event, key=key)
 
         asyncio.run(send())
 

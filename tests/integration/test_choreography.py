@@ -46,7 +46,7 @@ def request_experiment(system: SagaSystem, simulate: dict[str, str] | None = Non
     }
     if simulate:
         event["simulate"] = simulate
-    system.produce_events([("experiments.requests", saga_id.encode(), event)])
+    system.produce_events([("experiments.requests", saga_id, event)])
     return saga_id
 
 
@@ -100,14 +100,14 @@ def test_events_out_of_order_duplicated_and_keyed_by_anything_count_once(
     Events on different topics and partitions have no order between them, so the test waits for
     the last step's event to be applied before it publishes the others."""
     order_id = f"order-{uuid.uuid4().hex[:10]}"
-    picked = ("courier.events", b"van-3", {"type": "parcel.picked_up", "order_id": order_id})
+    picked = ("courier.events", "van-3", {"type": "parcel.picked_up", "order_id": order_id})
     system.produce_events([picked, picked])
     system.wait_until(
         order_id,
         lambda s: statuses(s)["pick_up"] == "succeeded",
         deadline.left("the last step's event applied first"),
     )
-    packed = ("warehouse.events", b"parcel-9", {"type": "parcel.packed", "order_id": order_id})
+    packed = ("warehouse.events", "parcel-9", {"type": "parcel.packed", "order_id": order_id})
     labelled = ("warehouse.events", None, {"type": "parcel.updated", "order_id": order_id,
                                            "label": "DHL-1"})  # fmt: skip
     unlabelled = ("warehouse.events", None, {"type": "parcel.updated", "order_id": order_id})
@@ -128,7 +128,7 @@ def test_events_out_of_order_duplicated_and_keyed_by_anything_count_once(
         "the four duplicates counted",
     )
     assert metric(scraped, "saga_finished_total", **finished) >= 1
-    unpacked = ("warehouse.events", b"x", {"type": "parcel.unpacked", "order_id": order_id})
+    unpacked = ("warehouse.events", "x", {"type": "parcel.unpacked", "order_id": order_id})
     system.produce_events([unpacked, unpacked])
     saga = system.wait_until(
         order_id,

@@ -353,7 +353,7 @@ def test_unreachable_worker_is_shown_in_a_banner(page: Page) -> None:
     expect(page.locator("#error-banner")).to_be_hidden()
 
 
-def publish(system: SagaSystem, events: list[tuple[str, bytes | None, dict[str, Any]]]) -> None:
+def publish(system: SagaSystem, events: list[tuple[str, str | None, dict[str, Any]]]) -> None:
     """Publish domain events as the services would, from a thread of its own: playwright's event
     loop owns this one."""
     with ThreadPoolExecutor(1) as pool:
@@ -374,8 +374,8 @@ def test_a_tracked_saga_shows_its_events_as_they_arrived_and_what_is_missing(
         system,
         [
             ("experiments.requests", None, event("experiment.requested", **EXPERIMENT)),
-            ("experiments.events", b"exp", event("experiment.created")),
-            ("resources.events", b"gpu", event("resources.allocated", units=2)),
+            ("experiments.events", "exp", event("experiment.created")),
+            ("resources.events", "gpu", event("resources.allocated", units=2)),
         ],
     )
     page.goto(f"{system.url}/?saga={saga_id}")
