@@ -96,8 +96,14 @@ def _package(frame: str) -> str:
 
 
 def product_run(
-    bootstrap: str, count: int, workdir: Path, prefix: str, profile: bool = False, workers: int = 1
+    kafka: local_kafka.LocalKafka,
+    count: int,
+    workdir: Path,
+    prefix: str,
+    profile: bool = False,
+    workers: int = 1,
 ) -> dict[str, float]:
+    bootstrap = kafka.bootstrap_servers
     env = {
         "SAGA_BOOTSTRAP_SERVERS": bootstrap,
         "SAGA_TOPIC_PREFIX": prefix,
@@ -113,12 +119,13 @@ def product_run(
             service.wait_ready()
         pids = {service.name: service.process.pid for service in services if service.process}
         stacks = {name: workdir / f"{prefix}{name}.stacks" for name in pids}
+        pids["broker"] = kafka.pid(1) or 0
         samplers = [py_spy(pids[name], stacks[name]) for name in stacks] if profile else []
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         sagas = batch(count, ["create_order"], happy=True)
-        began = time.monotonic()
+        began, load_cpu = time.monotonic(), time.process_time()
         finished = asyncio.run(run_batch(settings, sagas, timeout=600))
-        elapsed = time.monotonic() - began
+        elapsed, load_cpu = time.monotonic() - began, time.process_time() - load_cpu
         cpu_after = {name: cpu_seconds(pid) for name, pid in pids.items()}
         for sampler in samplers:
             sampler.send_signal(signal.SIGINT)
@@ -133,6 +140,8 @@ def product_run(
             "worker_cpu": sum(cpu_after[n] - cpu_before[n] for n in names) * per_thousand,
             "participants_cpu": (cpu_after["participants"] - cpu_before["participants"])
             * per_thousand,
+            "broker_cpu": (cpu_after["broker"] - cpu_before["broker"]) * per_thousand,
+            "load_cpu": load_cpu * per_thousand,
         }
         for name, rate, paced in paced_loads(figures["sagas_per_s"]):
             sagas = batch(paced, ["create_order"], happy=True)
@@ -180,7 +189,8 @@ def line(label: str, figures: dict[str, float]) -> str:
     if "worker_cpu" in figures:
         text += (
             f"   CPU s per 1,000 sagas: worker {figures['worker_cpu']:.1f},"
-            f" participants {figures['participants_cpu']:.1f}"
+            f" participants {figures['participants_cpu']:.1f},"
+            f" broker {figures['broker_cpu']:.1f}, load generator {figures['load_cpu']:.1f}"
         )
     for name, rate, _ in paced_loads(figures["sagas_per_s"]):
         text += (
@@ -213,9 +223,7 @@ def main() -> None:
             print(line(f"floor run {n}", floors[-1]), flush=True)
             prefix = f"e2e{n}."
             products.append(
-                product_run(
-                    kafka.bootstrap_servers, args.count, workdir, prefix, args.profile, args.workers
-                )
+                product_run(kafka, args.count, workdir, prefix, args.profile, args.workers)
             )
             print(line(f"product run {n}", products[-1]), flush=True)
     finally:
