@@ -70,6 +70,7 @@ demo: kafka-fetch ## Set everything up, start Kafka, a worker and the participan
 .PHONY: bench
 bench: venv ## Run the benchmarks (they print figures; they are not tests)
 	$(PY) benchmarks/bench_decide.py
+	$(PY) benchmarks/bench_orchestrator.py
 
 .PHONY: bench-rebalance
 bench-rebalance: kafka-fetch ## What a rebalance costs: records read again, seconds until sagas move on

@@ -172,9 +172,14 @@ def paced_loads(max_rate: float) -> list[tuple[str, float, int]]:
     ]
 
 
-def floor_run(bootstrap: str, count: int) -> dict[str, float]:
+def floor_run(kafka: local_kafka.LocalKafka, count: int) -> dict[str, float]:
     """The floor at its maximum rate, then at the same paced loads as the product."""
+    bootstrap, broker = kafka.bootstrap_servers, kafka.pid(1) or 0
+    broker_cpu, cpu = cpu_seconds(broker), time.process_time()
     figures = asyncio.run(floor.run(bootstrap, count))
+    per_thousand = 1000 / count
+    figures["floor_cpu"] = (time.process_time() - cpu) * per_thousand
+    figures["broker_cpu"] = (cpu_seconds(broker) - broker_cpu) * per_thousand
     for name, rate, paced in paced_loads(figures["sagas_per_s"]):
         paced_figures = asyncio.run(floor.run(bootstrap, paced, rate=rate))
         figures |= {f"{name}_{k}": paced_figures[k] for k in ("p50_s", "p99_s")}
@@ -191,6 +196,11 @@ def line(label: str, figures: dict[str, float]) -> str:
             f"   CPU s per 1,000 sagas: worker {figures['worker_cpu']:.1f},"
             f" participants {figures['participants_cpu']:.1f},"
             f" broker {figures['broker_cpu']:.1f}, load generator {figures['load_cpu']:.1f}"
+        )
+    elif "floor_cpu" in figures:
+        text += (
+            f"   CPU s per 1,000 sagas: floor {figures['floor_cpu']:.1f},"
+            f" broker {figures['broker_cpu']:.1f}"
         )
     for name, rate, _ in paced_loads(figures["sagas_per_s"]):
         text += (
@@ -219,7 +229,7 @@ def main() -> None:
             f" worker(s); logs in {workdir}"
         )
         for n in range(1, args.runs + 1):
-            floors.append(floor_run(kafka.bootstrap_servers, args.count))
+            floors.append(floor_run(kafka, args.count))
             print(line(f"floor run {n}", floors[-1]), flush=True)
             prefix = f"e2e{n}."
             products.append(
