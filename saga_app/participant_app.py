@@ -10,6 +10,7 @@ command being handled (FAUST.md, points 1 and 2).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -74,6 +75,8 @@ class ParticipantMetrics:
             ["participant", "kind", "outcome"],
             registry=registry,
         )
+        self.answered = functools.cache(self.commands.labels)
+        """`commands.labels`, remembered per label values: checked and locked on every call."""
         self.dead_letters = Counter(
             "saga_participant_dead_letters",
             "Commands a participant could not read or whose handler raised",
@@ -149,7 +152,7 @@ class ParticipantWorker:
         key = command.message_id.encode()
         stored = self.answered.get(key)
         if stored is not None:
-            self.metrics.commands.labels(participant.name, command.kind, "duplicate").inc()
+            self.metrics.answered(participant.name, command.kind, "duplicate").inc()
         else:
             try:
                 result = participant.handle(command, records, simulate=self.simulate)
@@ -160,7 +163,7 @@ class ParticipantWorker:
                 )
                 return
             outcome = "silent" if result is None else result.outcome
-            self.metrics.commands.labels(participant.name, command.kind, outcome).inc()
+            self.metrics.answered(participant.name, command.kind, outcome).inc()
             stored = (
                 NO_REPLY if result is None else reply_to(command, result).model_dump_json().encode()
             )
