@@ -10,7 +10,6 @@ command being handled (FAUST.md, points 1 and 2).
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from saga_app.kafka_io import FaustPublisher, make_faust_app, readiness
+from saga_app.metrics import labelled
 from saga_app.participant import Participant, Records, reply_to
 from saga_app.registry import load_named
 from saga_app.settings import Settings
@@ -75,8 +75,7 @@ class ParticipantMetrics:
             ["participant", "kind", "outcome"],
             registry=registry,
         )
-        self.answered = functools.cache(self.commands.labels)
-        """`commands.labels`, remembered per label values: checked and locked on every call."""
+        self.commands_by = labelled(self.commands)
         self.dead_letters = Counter(
             "saga_participant_dead_letters",
             "Commands a participant could not read or whose handler raised",
@@ -152,7 +151,7 @@ class ParticipantWorker:
         key = command.message_id.encode()
         stored = self.answered.get(key)
         if stored is not None:
-            self.metrics.answered(participant.name, command.kind, "duplicate").inc()
+            self.metrics.commands_by(participant.name, command.kind, "duplicate").inc()
         else:
             try:
                 result = participant.handle(command, records, simulate=self.simulate)
@@ -163,7 +162,7 @@ class ParticipantWorker:
                 )
                 return
             outcome = "silent" if result is None else result.outcome
-            self.metrics.answered(participant.name, command.kind, outcome).inc()
+            self.metrics.commands_by(participant.name, command.kind, outcome).inc()
             stored = (
                 NO_REPLY if result is None else reply_to(command, result).model_dump_json().encode()
             )
