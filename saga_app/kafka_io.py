@@ -221,20 +221,18 @@ class _SagaConsumer(Consumer):
         messages never left: the loop stops the worker, and no later round may count."""
         if self._flushing is not None:
             await asyncio.wait([self._flushing])
-        return not self._flush_failed()
+        return self._flush_error() is None
 
     def _raise_if_flush_failed(self) -> None:
-        if self._flushing is not None and self._flush_failed():
-            raise self._flushing.exception()  # type: ignore[misc]
+        error = self._flush_error()
+        if error is not None:
+            raise error
 
-    def _flush_failed(self) -> bool:
+    def _flush_error(self) -> BaseException | None:
         flushing = self._flushing
-        return (
-            flushing is not None
-            and flushing.done()
-            and not flushing.cancelled()
-            and flushing.exception() is not None
-        )
+        if flushing is None or not flushing.done() or flushing.cancelled():
+            return None
+        return flushing.exception()
 
     async def _recover(self, tp: TP, batch: list[Any]) -> None:
         """Apply a batch of changelog records to its table's store, in offset order.
