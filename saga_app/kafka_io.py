@@ -130,9 +130,7 @@ class _SagaConsumer(Consumer):
     commands they undid. Here each fetched batch goes straight to its topic's handler, one
     partition at a time in offset order; the round of batches is then flushed (its states in
     the changelog, acknowledged, before its messages leave: `StagedWrites`), and only then do
-    its offsets count for the commit. The next round is processed while a round's flush waits
-    for the broker (one flush in flight at most): waiting in turn left the worker idle a third
-    of the time under load. Nothing read is dropped: a batch of a partition that is
+    its offsets count for the commit. Nothing read is dropped: a batch of a partition that is
     paused, or fetched while the flow was stopped, is sought back to its first record; a round
     fetched for an earlier assignment is left to the new one, which reads from the committed
     offsets. Records of other topics (the changelogs a recovery reads) take faust's own path.
@@ -153,9 +151,7 @@ class _SagaConsumer(Consumer):
         self._processed: dict[TP, int] = {}
         """Per input partition, the offset after the last record processed and flushed."""
         self._round = asyncio.Lock()
-        """Held while a round of records is processed and its flush begun."""
-        self._flushing: asyncio.Task[None] | None = None
-        """The flush of the last round processed, while it waits for the broker."""
+        """Held while a round of records is processed and flushed."""
 
     async def _drain_messages(self, fetcher: Any) -> None:
         """Fetch, process, flush, until the consumer or `fetcher` stops (faust's fetch loop)."""
@@ -164,15 +160,11 @@ class _SagaConsumer(Consumer):
                 records, _ = await self._wait_next_records(timeout=1.0)
                 if records and not self.should_stop:  # aiokafka's: of the current assignment
                     await _to_its_end(self._process(records, fetched_for=self._assignment()))
-                self._raise_if_flush_failed()
                 await asyncio.sleep(0)  # a fetch can return at once, again and again
-            await self._flush_settled()  # a stop sends what the last round held back
-            self._raise_if_flush_failed()
         except self.consumer_stopped_errors:
             if not self.transport.app.should_stop:
                 raise
         except asyncio.CancelledError:
-            await self._flush_settled()  # a clean stop sends what the last round held back
             if not self.transport.app.should_stop:
                 raise
         except Exception as e:  # a state not stored, or a bug: stop, and replay after a restart,
@@ -206,33 +198,8 @@ class _SagaConsumer(Consumer):
                     await self._handle(tp, batch, handle)
                     processed[tp] = batch[-1].offset + 1
             if processed:
-                if not await self._flush_settled():
-                    return  # the loop stops the worker
-                self._flushing = asyncio.ensure_future(self._flush(processed))
-
-    async def _flush(self, processed: dict[TP, int]) -> None:
-        """Store the round's states, send its messages, then let its offsets count."""
-        app: _SagaApp = self.app  # type: ignore[assignment]
-        await app.staged.flush()  # raises StateNotStored
-        self._processed.update(processed)
-
-    async def _flush_settled(self) -> bool:
-        """Wait for the flush in flight, if any; whether it succeeded. If it failed, its round's
-        messages never left: the loop stops the worker, and no later round may count."""
-        if self._flushing is not None:
-            await asyncio.wait([self._flushing])
-        return self._flush_error() is None
-
-    def _raise_if_flush_failed(self) -> None:
-        error = self._flush_error()
-        if error is not None:
-            raise error
-
-    def _flush_error(self) -> BaseException | None:
-        flushing = self._flushing
-        if flushing is None or not flushing.done() or flushing.cancelled():
-            return None
-        return flushing.exception()
+                await app.staged.flush()  # raises StateNotStored: the loop stops the process
+                self._processed.update(processed)
 
     async def _recover(self, tp: TP, batch: list[Any]) -> None:
         """Apply a batch of changelog records to its table's store, in offset order.
@@ -289,7 +256,6 @@ class _SagaConsumer(Consumer):
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         async with self._round:
-            await self._flush_settled()
             if revoked and not self.should_stop:
                 try:  # a broker down must not hold the rebalance up: then the records replay
                     await asyncio.wait_for(self.commit(revoked), REVOKE_COMMIT_TIMEOUT)

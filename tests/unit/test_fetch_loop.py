@@ -82,19 +82,10 @@ class Loop:
         self.app.staged.send("orders.commands", message.key, b"command")
 
     def process(self, batches: dict[TP, list[int]], fetched_for: Any = None) -> asyncio.Task[None]:
-        """One round and its flush: what the consumer fetched, as aiokafka's records."""
-
-        async def round_and_flush() -> None:
-            await self.handle_round(batches, fetched_for)
-            await self.consumer._flush_settled()
-
-        return asyncio.create_task(round_and_flush())
-
-    async def handle_round(self, batches: dict[TP, list[int]], fetched_for: Any = None) -> None:
-        """One round handed to the loop; it returns once the round's flush has begun."""
+        """One round: what the consumer fetched, as aiokafka's records, handed to the loop."""
         records = {tp: [record(tp, n) for n in offsets] for tp, offsets in batches.items()}
         assignment = self.thread.assignment if fetched_for is None else fetched_for
-        await self.consumer._process(records, fetched_for=assignment)
+        return asyncio.create_task(self.consumer._process(records, fetched_for=assignment))
 
     def committable(self, tp: TP) -> int | None:
         offset: int | None = self.consumer._new_offset(tp)
@@ -120,45 +111,6 @@ async def test_records_are_handled_in_offset_order_and_count_once_their_round_is
     assert loop.producer.topics() == ["sagas-changelog"] * 4 + ["orders.commands"] * 4
     assert (loop.committable(P0), loop.committable(P1)) == (8, 4)
     assert list(loop.consumer._filter_tps_with_pending_acks()) == [P0, P1]
-
-
-async def test_the_next_round_is_handled_while_a_flush_waits_and_leaves_after_it(
-    loop: Loop,
-) -> None:
-    """Round 2 is handled while round 1's states wait for the broker; its state and command
-    leave only after round 1's, and its offset counts only once its own flush is done."""
-    await loop.handle_round({P0: [1]})
-    second = asyncio.create_task(loop.handle_round({P0: [2]}))
-    assert not await settles(second), "round 2's flush began before round 1's was done"
-    assert loop.handled == [(0, 1), (0, 2)], "round 2 waited for round 1's broker"
-    assert loop.producer.topics() == ["sagas-changelog"]
-    loop.producer.acknowledge()
-    assert await settles(second)
-    assert loop.committable(P0) == 2, "round 1 counted only once its flush was done"
-    assert loop.producer.topics()[:3] == ["sagas-changelog", "orders.commands", "sagas-changelog"]
-    loop.producer.acknowledge()
-    assert await loop.consumer._flush_settled()
-    assert loop.producer.topics()[3:] == ["orders.commands"] and loop.committable(P0) == 3
-
-
-async def test_a_failed_flush_stops_the_loop_and_no_later_round_counts(loop: Loop) -> None:
-    """Round 1's states were not stored: round 2, handled meanwhile, neither flushes nor counts
-    (its offset is past round 1's records, whose messages never left)."""
-    fetcher = SimpleNamespace(should_stop=False)
-    rounds = [{P0: [record(P0, 5)]}, {P0: [record(P0, 6)]}]
-
-    async def wait_next_records(timeout: float) -> tuple[Any, None]:
-        return (rounds.pop(0) if rounds else {}), None
-
-    loop.consumer._wait_next_records = wait_next_records
-    drain = asyncio.create_task(loop.consumer._drain_messages(fetcher))
-    await settles(drain)
-    assert loop.handled == [(0, 5), (0, 6)]
-    loop.producer.deliveries[0].set_exception(KafkaTimeoutError())
-    with pytest.raises(StateNotStored):
-        await drain
-    assert loop.app.crashed and loop.committable(P0) is None
-    assert loop.producer.topics() == ["sagas-changelog"], "round 2 flushed after round 1 failed"
 
 
 async def test_a_batch_fetched_while_the_flow_was_stopped_is_read_again(loop: Loop) -> None:
