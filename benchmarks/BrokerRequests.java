@@ -19,6 +19,7 @@ public class BrokerRequests {
                 + " (the pid: pgrep -f kafka.Kafka)");
             System.exit(2);
         }
+        int intervalMs = a.length > 1 ? Integer.parseInt(a[1]) : 1000;
         VirtualMachine vm = VirtualMachine.attach(a[0]);
         String addr = vm.startLocalManagementAgent();
         MBeanServerConnection m = JMXConnectorFactory.connect(new JMXServiceURL(addr)).getMBeanServerConnection();
@@ -41,7 +42,7 @@ public class BrokerRequests {
             for (Map.Entry<String, Long> e : counts.entrySet())
                 if (e.getValue() > 0) sb.append(' ').append(e.getKey()).append('=').append(e.getValue());
             System.out.println(sb); System.out.flush();
-            Thread.sleep(Integer.parseInt(a.length > 1 ? a[1] : "1000"));
+            Thread.sleep(intervalMs);
         }
     }
 }

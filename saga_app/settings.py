@@ -66,7 +66,7 @@ class Settings:
     request in flight per broker, so batches already fill under load, and a linger only delays
     each hop (`make bench-e2e`, 5 ms: no more sagas/s, p50 at 10 sagas/s 29 -> 106 ms). The
     changelog records that once sat in the producer with a linger went through faust's
-    `ProducerBuffer`; staged changelog records (`_SagaConsumer`) no longer do."""
+    `ProducerBuffer`; staged ones (`saga_app.staged`) do not."""
     worker_id: str = ""
     """This process's static group membership id (with its role in front); unique per process
     and stable across its restarts. Default `<hostname>-<web_port>`."""
