@@ -401,6 +401,8 @@ def make_faust_app(
         broker_heartbeat_interval=1.0,
         producer_acks=-1,
         producer_linger_ms=settings.producer_linger_ms,
+        producer_max_batch_size=settings.producer_batch_bytes,
+        broker_max_poll_records=settings.round_records or None,
         consumer_auto_offset_reset="earliest",
         consumer_max_fetch_size=RECOVERY_FETCH_BYTES,
         key_serializer="raw",

@@ -67,6 +67,16 @@ class Settings:
     each hop (`make bench-e2e`, 5 ms: no more sagas/s, p50 at 10 sagas/s 29 -> 106 ms). The
     changelog records that once sat in the producer with a linger went through faust's
     `ProducerBuffer`; staged ones (`saga_app.staged`) do not."""
+    producer_batch_bytes: int = 1_000_000
+    """Largest batch of records the producer sends to one partition at once; at most the
+    brokers' `message.max.bytes` (default 1 MiB). aiokafka sends one request per broker at a
+    time, and a full batch waits for the one before it: at Kafka's 16 KiB, a round's states
+    (2 KB each, over 8 partitions) took a round trip per 64 of them, before any command left."""
+    round_records: int = 200
+    """Most records a process takes from one fetch into a round, which it then flushes: stores
+    their states, then sends their messages (`saga_app.staged`); 0: all the fetch brought.
+    Under a burst, rounds of thousands kept the participants idle while the worker handled
+    one, and the worker idle while they answered it; smaller rounds let both work at once."""
     worker_id: str = ""
     """This process's static group membership id (with its role in front); unique per process
     and stable across its restarts. Default `<hostname>-<web_port>`."""

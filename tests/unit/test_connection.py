@@ -139,6 +139,18 @@ def test_worker_id_defaults_to_host_and_port_and_names_the_static_member(tmp_pat
     assert app.conf.consumer_group_instance_id == "saga-orchestrator-blue-1"
 
 
+def test_round_and_batch_sizes_reach_the_kafka_clients(tmp_path: Path) -> None:
+    """The producer gets 1 MB batches, the consumer hands over at most 200 records per fetch;
+    a round size of 0 leaves the fetch unbounded."""
+    app = make_faust_app(Settings(data_dir=str(tmp_path)), "saga-orchestrator")
+    assert app.producer._settings_default()["max_batch_size"] == 1_000_000
+    assert app.conf.broker_max_poll_records == 200
+    unbounded = Settings(data_dir=str(tmp_path), round_records=0, producer_batch_bytes=65536)
+    app = make_faust_app(unbounded, "saga-orchestrator")
+    assert app.conf.broker_max_poll_records is None
+    assert app.producer._settings_default()["max_batch_size"] == 65536
+
+
 @pytest.mark.parametrize(
     ("configured", "brokers", "expected", "min_isr"),
     [(0, 1, 1, 1), (0, 2, 1, 1), (0, 3, 3, 2), (0, 5, 3, 2), (2, 5, 2, 1), (5, 5, 5, 4)],
