@@ -22,6 +22,7 @@ import faust
 import structlog
 from aiohttp.typedefs import Middleware
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 from faust.stores.memory import Store as MemoryStore
 from faust.streams import _current_event
 from faust.transport.drivers.aiokafka import Consumer, Producer
@@ -34,6 +35,7 @@ from saga_app.settings import Settings
 from saga_app.staged import StagedWrites
 from saga_app.state import SagaState
 from saga_app.web_errors import json_errors
+from topics.catalog import key_hash
 
 log = structlog.get_logger("saga.kafka")
 
@@ -338,6 +340,16 @@ class _SagaApp(faust.App):
         )
 
 
+def remembered_partitioner(
+    key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]
+) -> int:
+    """Kafka's default partitioner, as aiokafka's, with each key's hash remembered (`key_hash`):
+    the producer hashes the key of every record that has no partition set."""
+    if key is None:
+        return int(DefaultPartitioner()(key, all_partitions, available))
+    return all_partitions[key_hash(key) % len(all_partitions)]
+
+
 def faust_credentials(settings: Settings) -> CredentialsT | None:
     """`Settings` as Faust's `broker_credentials`; faust hands them to every aiokafka client.
 
@@ -402,6 +414,7 @@ def make_faust_app(
         producer_acks=-1,
         producer_linger_ms=settings.producer_linger_ms,
         producer_max_batch_size=settings.producer_batch_bytes,
+        producer_partitioner=remembered_partitioner,
         broker_max_poll_records=settings.round_records or None,
         consumer_auto_offset_reset="earliest",
         consumer_max_fetch_size=RECOVERY_FETCH_BYTES,

@@ -9,11 +9,12 @@ from pathlib import Path
 import faust
 import pytest
 from aiokafka.errors import KafkaConnectionError, NodeNotReadyError
+from aiokafka.partitioner import DefaultPartitioner
 
 from saga_app import cli
 from saga_app.connection import aiokafka_options
 from saga_app.errors import ClusterMismatch
-from saga_app.kafka_io import faust_credentials, make_faust_app
+from saga_app.kafka_io import faust_credentials, make_faust_app, remembered_partitioner
 from saga_app.settings import Settings
 from saga_app.topology import check_partitions, min_insync_replicas, replication_factor_for
 
@@ -149,6 +150,19 @@ def test_round_and_batch_sizes_reach_the_kafka_clients(tmp_path: Path) -> None:
     app = make_faust_app(unbounded, "saga-orchestrator")
     assert app.conf.broker_max_poll_records is None
     assert app.producer._settings_default()["max_batch_size"] == 65536
+
+
+def test_the_producer_partitions_every_key_as_kafkas_default_partitioner_does() -> None:
+    """Remembering hashes changes no record's partition: a saga's messages and state share one."""
+    reference = DefaultPartitioner()
+    for n in range(2_000):
+        key = f"saga-{n}-{'x' * (n % 40)}".encode()
+        for count in (1, 3, 8, 12):
+            partitions = list(range(count))
+            expected = reference(key, partitions, partitions)
+            assert remembered_partitioner(key, partitions, partitions) == expected
+            assert remembered_partitioner(key, partitions, partitions) == expected  # remembered
+    assert remembered_partitioner(None, [0, 1, 2], [1]) == 1, "no key: an available partition"
 
 
 @pytest.mark.parametrize(
