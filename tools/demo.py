@@ -236,9 +236,12 @@ async def start_sagas(
         await asyncio.gather(*(start_one(client, i, t, p) for i, t, p in sagas))
         return
     began = time.monotonic()
+    sent: list[asyncio.Future[None]] = []
     for n, (saga_id, saga_type, payload) in enumerate(sagas):
         await asyncio.sleep(max(0.0, began + n / rate - time.monotonic()))  # pacing the load
-        await start_one(client, saga_id, saga_type, payload)
+        # Not awaited one by one: waiting for each acknowledgement held the pace to ~145/s.
+        sent.append(asyncio.ensure_future(start_one(client, saga_id, saga_type, payload)))
+    await asyncio.gather(*sent)
 
 
 async def start_one(
