@@ -75,8 +75,9 @@ class Settings:
     round_records: int = 200
     """Most records a process takes from one fetch into a round, which it then flushes: stores
     their states, then sends their messages (`saga_app.staged`); 0: all the fetch brought.
-    Under a burst, rounds of thousands kept the participants idle while the worker handled
-    one, and the worker idle while they answered it; smaller rounds let both work at once."""
+    Unbounded, a burst moved as one wave: rounds of ~1,000 records (`SAGA_MAX_RUNNING=1000`)
+    kept the participants idle while the worker handled one, and the worker idle while they
+    answered it (385 sagas/s; 610-670 with rounds of 200, `make bench-e2e`)."""
     worker_id: str = ""
     """This process's static group membership id (with its role in front); unique per process
     and stable across its restarts. Default `<hostname>-<web_port>`."""
