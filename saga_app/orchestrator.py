@@ -51,6 +51,11 @@ log = structlog.get_logger("saga.orchestrator")
 
 SagaInput = StartSaga | AbortSaga | RetrySaga | SagaTimeout | Reply | ObservedEvent
 
+ROUTINE_EVENTS = frozenset({"step_started", "step_succeeded"})
+"""A decision made of these alone is logged at debug: at info a saga that goes to plan logs its
+start and its end, and everything else that happens to it. A line costs the worker ~20 µs, a
+third of what it spends deciding; three routine lines per saga took 4% of its time."""
+
 _GENERATED_IDS = uuid.UUID("6f1c2a0e-8a53-4c1e-9a43-3b8f0d2b8c11")
 """Namespace of saga ids the orchestrator makes up: derived from the record, so a replay agrees."""
 
@@ -328,7 +333,8 @@ class Orchestrator:
         self.metrics.observe(before, after, decision)
         if decision.events:  # one line per decision, named after its last event
             last = decision.events[-1]
-            log.info(
+            routine = all(event.event in ROUTINE_EVENTS for event in decision.events)
+            (log.debug if routine else log.info)(
                 last.event,
                 saga_id=saga_id,
                 saga_type=last.saga_type,

@@ -167,7 +167,8 @@ class ParticipantWorker:
                 NO_REPLY if result is None else reply_to(command, result).model_dump_json().encode()
             )
             self.answered[key] = stored
-            log.info(
+            routine = command.kind == "command" and outcome == "success"
+            (log.debug if routine else log.info)(  # at info: what did not go to plan
                 "command_handled",
                 participant=participant.name,
                 saga_id=command.saga_id,

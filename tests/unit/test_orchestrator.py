@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,9 +13,10 @@ from structlog.testing import capture_logs
 from saga_app.listing import SagaListing, merge_stats
 from saga_app.metrics import SagaMetrics
 from saga_app.orchestrator import Orchestrator, Record
+from saga_app.participant import Result, failure, reply_to, success
 from saga_app.registry import EXAMPLES, load_sagas
 from saga_app.state import SagaState
-from topics import TopicCatalog
+from topics import Command, TopicCatalog
 
 CATALOG = TopicCatalog(prefix="t.", partitions=4)
 SAGAS = load_sagas([EXAMPLES])
@@ -240,6 +242,49 @@ async def test_log_lines_about_a_saga_carry_its_fields() -> None:
         "step": "create_order",
         "attempt": 1,
     }
+
+
+async def _run_to_the_end(
+    orchestrator: Orchestrator, publisher: ListPublisher, answer: Callable[[Command], Result]
+) -> None:
+    """Answer every command the orchestrator sends until it sends none."""
+    answered = 0
+    while len(commands := [v for t, _, v in publisher.sent if t.endswith(".commands")]) > answered:
+        command = Command.model_validate(commands[answered])
+        answered += 1
+        raw = reply_to(command, answer(command)).model_dump_json().encode()
+        await orchestrator.handle(record(raw, command.saga_id, CATALOG.replies, answered))
+
+
+async def test_a_saga_that_goes_to_plan_logs_its_start_and_end_and_its_steps_at_debug() -> None:
+    orchestrator, store, publisher = make()
+    with capture_logs() as logs:
+        await orchestrator.handle(record(start("s1"), "s1"))
+        await _run_to_the_end(orchestrator, publisher, lambda command: success())
+    assert store.states["s1"].status == "completed"
+    info = [line["events"] for line in logs if line["log_level"] == "info"]
+    assert info == [["saga_started", "step_started"], ["step_succeeded", "saga_completed"]]
+    steps = [line["events"] for line in logs if line["log_level"] == "debug"]
+    assert steps == [["step_succeeded", "step_started"]] * 3
+
+
+async def test_what_does_not_go_to_plan_is_logged_at_info() -> None:
+    orchestrator, store, publisher = make()
+
+    def answer(command: Command) -> Result:
+        return failure("card declined") if command.step == "charge_payment" else success()
+
+    with capture_logs() as logs:
+        await orchestrator.handle(record(start("s1"), "s1"))
+        await _run_to_the_end(orchestrator, publisher, answer)
+    assert store.states["s1"].status == "compensated"
+    info = [line["events"] for line in logs if line["log_level"] == "info"]
+    assert info == [
+        ["saga_started", "step_started"],
+        ["step_failed", "compensation_started"],
+        ["compensation_succeeded", "compensation_started"],
+        ["compensation_succeeded", "saga_compensated"],
+    ]
 
 
 async def test_sweep_sends_due_timeouts_of_owned_partitions_only() -> None:
