@@ -8,12 +8,13 @@ NODES ?= 1
 SECURE ?=
 DEMO_ARGS ?=
 CHAOS_ARGS ?=
+BASE ?= HEAD
 
 .DEFAULT_GOAL := help
 
 .PHONY: help
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11+ is needed (python3 not found)"; exit 1; }
@@ -87,6 +88,10 @@ bench-takeover: kafka-fetch ## A new worker taking over 1,000,000 stored sagas o
 .PHONY: bench-e2e
 bench-e2e: kafka-fetch ## Sagas/s of the product beside the bare-aiokafka floor on one broker (BENCH_ARGS="--count 500")
 	$(PY) benchmarks/e2e.py $(BENCH_ARGS)
+
+.PHONY: bench-ab
+bench-ab: kafka-fetch ## This checkout's product against commit BASE, runs alternated (BASE=HEAD~1 BENCH_ARGS="--rounds 3")
+	$(PY) benchmarks/ab.py $(BASE) $(BENCH_ARGS)
 
 .PHONY: chaos
 chaos: kafka-fetch ## Sagas through worker, broker and participant kills, checked against ledgers (CHAOS_ARGS="--count 500")
