@@ -15,7 +15,6 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -115,12 +114,24 @@ Handler = Callable[[Any], Awaitable[None]]
 record it cannot process it parks in the dead-letter topic."""
 
 
-@dataclass
 class _Processing:
     """What faust's tables and stores take for the current event: the record being processed.
-    Its `message.partition` chooses the store's partition and the changelog record's."""
+    Its `message.partition` chooses the store's partition and the changelog record's.
 
-    message: Any
+    `with _Processing(message):` makes it the current event (faust holds it by weak reference;
+    the `with` keeps it alive) and puts the one before it back afterwards."""
+
+    __slots__ = ("__weakref__", "_token", "message")
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+    def __enter__(self) -> _Processing:
+        self._token = _current_event.set(weakref.ref(self))  # type: ignore[arg-type]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _current_event.reset(self._token)
 
 
 class _ChangelogEvent:
@@ -248,12 +259,8 @@ class _SagaConsumer(Consumer):
         for record in batch:
             message = self._to_message(tp, record)
             self._on_message_in(tp, message.offset, message)  # faust's sensors count it
-            processing = _Processing(message)
-            token = _current_event.set(weakref.ref(processing))  # type: ignore[arg-type]
-            try:
+            with _Processing(message):
                 await handle(message)
-            finally:
-                _current_event.reset(token)
 
     def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
         """The partitions with processed records, for faust's commit."""

@@ -3,12 +3,10 @@ compensation; a command that succeeded is logged at debug."""
 
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from faust.streams import _current_event
 from structlog.testing import capture_logs
 
 from saga_app.kafka_io import _Processing
@@ -55,12 +53,8 @@ async def test_only_what_did_not_go_to_plan_is_logged_at_info(tmp_path: Path) ->
             message = SimpleNamespace(
                 topic="shop.commands", partition=0, offset=offset, key=b"s", value=raw
             )
-            processing = _Processing(message)  # as the consumer sets it while a record is handled
-            token = _current_event.set(weakref.ref(processing))  # type: ignore[arg-type]
-            try:
+            with _Processing(message):  # as the consumer does while a record is handled
                 await worker.handle(shop, records, message)
-            finally:
-                _current_event.reset(token)
     levels = {(line["saga_id"], line["outcome"]): line["log_level"] for line in logs}
     assert levels == {
         ("s1", "success"): "debug",
