@@ -2,13 +2,13 @@
 
 On a shared machine one `make bench-e2e` run varies by ±30-40% within an hour, far more than
 most changes move it, so two runs taken apart compare the machine, not the code. Here the two
-sides take turns, A B B A A B ..., on one broker (warmed up by a floor run first, each run's
-topics deleted after it) with one load generator (this process, this checkout's code), each
-from its own tree: the other commit from a `git worktree`, this side from the checkout as it
-is, uncommitted changes included. It prints every run as `bench-e2e` does, then each side's
-medians and their ratio. The machine also has slow spells of a few minutes that raise every
-process's CPU per saga (the broker's from 0.4 to 2 ms): more rounds, and the CPU per saga of
-the process a change is about, say more than one median of sagas/s.
+sides take turns, A B B A A B ..., each run on a fresh broker (warmed up by a floor run) with
+one load generator (this process, this checkout's code), each from its own tree: the other
+commit from a `git worktree`, this side from the checkout as it is, uncommitted changes
+included. It prints every run as `bench-e2e` does, then each side's medians and their ratio.
+The machine also has slow spells of a few minutes that raise every process's CPU per saga:
+more rounds, and the CPU per saga of the process a change is about, say more than one median
+of sagas/s.
 
     python benchmarks/ab.py d7ab606 --rounds 3
 """
@@ -16,7 +16,6 @@ the process a change is about, say more than one median of sagas/s.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import statistics
@@ -30,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "benchmarks")]
 
 import local_kafka  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from e2e import floor_run, line, product_run  # noqa: E402
 
 COMPARED = ("sagas_per_s", "worker_cpu", "participants_cpu", "broker_cpu", "half_p99_s")
@@ -66,19 +64,20 @@ def running_from(tree: Path) -> Iterator[None]:
         os.chdir(before)
 
 
-async def delete_topics(bootstrap: str, prefix: str) -> int:
-    """Delete the topics a run made (all named `prefix`...); how many there were. A broker
-    that kept every run's topics served each run's sagas dearer than the last: its CPU per
-    saga went from 0.6 ms in the first run to 2.4 ms in the eighth."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+@contextlib.contextmanager
+def fresh_broker(data: Path, count: int) -> Iterator[local_kafka.LocalKafka]:
+    """A broker of its own for one run, warmed up by an unmeasured floor run (a cold broker
+    took 6.3 ms CPU per saga). One broker for every run served each run dearer than the last,
+    even with each run's topics deleted after it: its system time per run went 1.2, 2.8, 4.3 s
+    over three runs while the worker's CPU per saga stayed at 1.4 ms, and sagas/s followed
+    the broker (437, 377, 319)."""
+    kafka = local_kafka.LocalKafka(local_kafka.free_port(), 1, data, verbose=False)
+    kafka.up()
     try:
-        names = [name for name in await admin.list_topics() if name.startswith(prefix)]
-        if names:
-            await admin.delete_topics(names)
-        return len(names)
+        floor_run(kafka, count)
+        yield kafka
     finally:
-        await admin.close()
+        kafka.down()
 
 
 def turns(rounds: int) -> list[int]:
@@ -107,21 +106,14 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-ab-"))
     labels = (f"A {args.base}", "B this checkout")
     runs: tuple[list[dict[str, float]], list[dict[str, float]]] = ([], [])
-    kafka = local_kafka.LocalKafka(local_kafka.free_port(), 1, workdir / "kafka", verbose=False)
-    kafka.up()
-    try:
-        with worktree(args.base, workdir / "base") as base:
-            print(f"{args.count} create_order sagas per run, all at once; logs in {workdir}")
-            floor_run(kafka, args.count)  # unmeasured: a cold broker took 6.3 ms CPU per saga
-            for n, side in enumerate(turns(args.rounds), start=1):
-                with running_from((base, ROOT)[side]):
-                    figures = product_run(kafka, args.count, workdir, f"ab{n}.")
-                deleted = asyncio.run(delete_topics(kafka.bootstrap_servers, f"ab{n}."))
-                runs[side].append(figures)
-                print(line(f"{labels[side][:1]} run {n}", figures), flush=True)
-                print(f"{'':<16}then deleted its {deleted} topics", flush=True)
-    finally:
-        kafka.down()
+    with worktree(args.base, workdir / "base") as base:
+        print(f"{args.count} create_order sagas per run, all at once; logs in {workdir}")
+        for n, side in enumerate(turns(args.rounds), start=1):
+            tree = (base, ROOT)[side]
+            with fresh_broker(workdir / f"kafka{n}", args.count) as kafka, running_from(tree):
+                figures = product_run(kafka, args.count, workdir, f"ab{n}.")
+            runs[side].append(figures)
+            print(line(f"{labels[side][:1]} run {n}", figures), flush=True)
     a, b = (summary(label, side_runs) for label, side_runs in zip(labels, runs, strict=True))
     print(f"B / A sagas/s: {b['sagas_per_s'] / a['sagas_per_s']:.3f}")
 
