@@ -24,8 +24,9 @@ from saga_app.collector import tune_for_records  # noqa: E402
 from saga_app.kafka_io import SagaRepository  # noqa: E402
 from saga_app.logs import configure_logging  # noqa: E402
 from saga_app.metrics import SagaMetrics  # noqa: E402
-from saga_app.orchestrator import Orchestrator, Record  # noqa: E402
+from saga_app.orchestrator import Orchestrator  # noqa: E402
 from saga_app.participant import reply_to, success  # noqa: E402
+from saga_app.record import Record  # noqa: E402
 from saga_app.registry import EXAMPLES, load_sagas  # noqa: E402
 from topics import Command, StartSaga, TopicCatalog  # noqa: E402
 

@@ -28,7 +28,7 @@ from saga_app.kafka_io import (
     takeover_offsets,
 )
 from saga_app.metrics import SagaMetrics
-from saga_app.orchestrator import Orchestrator, Record
+from saga_app.orchestrator import Orchestrator
 from saga_app.registry import SagaRegistry
 from saga_app.settings import Settings
 from saga_app.state import SagaState
@@ -87,22 +87,16 @@ class SagaWorker:
         self._rebalances = 0
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         self.app.on_before_shutdown.connect(self._released)  # type: ignore[arg-type]
-        self.app.consume(self.source, self._orchestrate)
+        self.app.consume(self.source, self.orchestrator.handle)
         self.correlator = Correlator(
             self.catalog, sagas, self.publisher, self.metrics, self.orchestrator.dead_letter
         )
         for name in sagas.domain_topics():  # one faust topic each: they may differ in partitions
             topic = self.app.topic(self.catalog.domain(name), key_type=bytes, value_type=bytes)
-            self.app.consume(topic, self._correlate)
+            self.app.consume(topic, self.correlator.handle)
         self.app.timer(settings.sweep_interval, name="sweep")(self._sweep)
         setup_prometheus_sensors(self.app, "/metrics", self.metrics.registry, "faust")
         install_views(self)
-
-    async def _orchestrate(self, message: Any) -> None:
-        await self.orchestrator.handle(_record(message))
-
-    async def _correlate(self, message: Any) -> None:
-        await self.correlator.handle(_record(message))
 
     def owned_partitions(self) -> frozenset[int]:
         """The saga partitions this worker is the active owner of right now."""
@@ -215,15 +209,3 @@ class SagaWorker:
             self._takeover = None
             return
         self.metrics.swept(time.monotonic() - started, due)
-
-
-def _record(message: Any) -> Record:
-    """What the handlers need of faust's `ConsumerMessage`."""
-    return Record(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        timestamp=message.timestamp,
-    )

@@ -17,7 +17,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from saga_app.metrics import SagaMetrics
-from saga_app.orchestrator import Publisher, Record
+from saga_app.orchestrator import Publisher
+from saga_app.record import Record
 from saga_app.registry import SagaRegistry
 from saga_app.tracked import TrackedSagaDefinition
 from topics import MAX_MESSAGE_BYTES, ObservedEvent, TopicCatalog

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 import faust
@@ -22,6 +23,9 @@ import structlog
 from aiohttp.typedefs import Middleware
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
+from faust.sensors.monitor import Monitor
+from faust.sensors.prometheus import PrometheusMonitor
+from faust.stores.base import SerializedStore
 from faust.stores.memory import Store as MemoryStore
 from faust.streams import _current_event
 from faust.transport.drivers.aiokafka import Consumer, Producer
@@ -30,6 +34,7 @@ from faust.types.auth import CredentialsT
 
 from saga_app.connection import ssl_context
 from saga_app.deliveries import DeliveryFailed, PendingDeliveries
+from saga_app.record import Record
 from saga_app.settings import Settings
 from saga_app.staged import StagedWrites
 from saga_app.state import SagaState
@@ -85,10 +90,17 @@ class _StagedTable(faust.Table):  # type: ignore[type-arg]
     again. With the log off (as Kafka Streams has it) a chaos run applied 3 steps twice."""
 
     def get(self, key: Any, default: Any = None) -> Any:
-        """One read of the store. Faust's reads a RocksDB store twice, `key in` and then the
-        value, and counts the read in its sensors: 4.5 µs a read against 2.8."""
-        value = self.data.get(key)
+        """One read of the store's raw bytes (the tables here have bytes keys and values).
+        Faust's reads a RocksDB store twice, `key in` and then the value, through its
+        serializers, and counts the read in its sensors: 4.5 µs a read against 2.8."""
+        value = self._read(key)
         return default if value is None else value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        """Stage the changelog record and write the store's raw bytes; faust's write goes
+        through serializers that hand bytes back as they are (4% of a participant's time)."""
+        self.on_key_set(key, value)
+        self._write(key, value)
 
     def on_key_set(self, key: Any, value: Any) -> None:
         self._staged.store(self._changelog, self.partition_for_key(key), key, value)
@@ -96,12 +108,22 @@ class _StagedTable(faust.Table):  # type: ignore[type-arg]
     def on_key_del(self, key: Any) -> None:
         self._staged.store(self._changelog, self.partition_for_key(key), key, None)
 
+    @cached_property
+    def _read(self) -> Callable[[bytes], bytes | None]:
+        store = self.data
+        return store._get if isinstance(store, SerializedStore) else store.get
+
+    @cached_property
+    def _write(self) -> Callable[[bytes, bytes], None]:
+        store = self.data
+        return store._set if isinstance(store, SerializedStore) else store.__setitem__
+
     @property
     def _staged(self) -> StagedWrites:
         app: _SagaApp = self.app  # type: ignore[assignment]
         return app.staged
 
-    @property
+    @cached_property
     def _changelog(self) -> str:
         return str(self.changelog_topic.get_topic_name())
 
@@ -109,21 +131,22 @@ class _StagedTable(faust.Table):  # type: ignore[type-arg]
 REVOKE_COMMIT_TIMEOUT = 3.0
 """Seconds a rebalance waits for the commit of what was processed before it."""
 
-Handler = Callable[[Any], Awaitable[None]]
-"""Processes one record (faust's `ConsumerMessage`) of a consumed topic, and never raises: a
-record it cannot process it parks in the dead-letter topic."""
+Handler = Callable[[Record], Awaitable[None]]
+"""Processes one record of a consumed topic, and never raises: a record it cannot process it
+parks in the dead-letter topic."""
 
 
 class _Processing:
     """What faust's tables and stores take for the current event: the record being processed.
-    Its `message.partition` chooses the store's partition and the changelog record's.
+    Its `message.partition` chooses the store's partition and the changelog record's (faust
+    reads `message.topic` too).
 
-    `with _Processing(message):` makes it the current event (faust holds it by weak reference;
+    `with _Processing(record):` makes it the current event (faust holds it by weak reference;
     the `with` keeps it alive) and puts the one before it back afterwards."""
 
     __slots__ = ("__weakref__", "_token", "message")
 
-    def __init__(self, message: Any) -> None:
+    def __init__(self, message: Record) -> None:
         self.message = message
 
     def __enter__(self) -> _Processing:
@@ -256,11 +279,12 @@ class _SagaConsumer(Consumer):
         recovery.flush_buffers()  # applied before the next batch's records
 
     async def _handle(self, tp: TP, batch: list[Any], handle: Handler) -> None:
-        for record in batch:
-            message = self._to_message(tp, record)
-            self._on_message_in(tp, message.offset, message)  # faust's sensors count it
-            with _Processing(message):
-                await handle(message)
+        topic, partition = tp
+        for r in batch:
+            record = Record(topic, partition, r.offset, r.key, r.value, r.timestamp / 1000)
+            with _Processing(record):
+                await handle(record)
+        _count_read(self.app.sensors, tp, len(batch), batch[-1].offset)
 
     def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
         """The partitions with processed records, for faust's commit."""
@@ -290,6 +314,25 @@ class _SagaConsumer(Consumer):
         consumer = self._thread._consumer
         if consumer is not None:  # aiokafka sends LeaveGroup only for a dynamic member
             consumer._coordinator._group_instance_id = None
+
+
+def _count_read(sensors: Iterable[Any], tp: TP, records: int, last_offset: int) -> None:
+    """What faust's monitors count of the records read (`faust_messages_received_total`, per
+    topic, the offset read per partition), once a batch: faust's per-record hook cost the
+    worker 4% of its time. Faust's count of messages "active" is left out: nothing here ever
+    marked one done, so it only grew."""
+    for sensor in sensors:
+        if isinstance(sensor, Monitor):
+            sensor.messages_received_total += records
+            sensor.messages_received_by_topic[tp.topic] += records
+            sensor.tp_read_offsets[tp] = last_offset
+        if isinstance(sensor, PrometheusMonitor):
+            metrics = sensor._metrics
+            metrics.messages_received.inc(records)
+            metrics.messages_received_per_topics.labels(topic=tp.topic).inc(records)
+            metrics.messages_received_per_topics_partition.labels(
+                topic=tp.topic, partition=tp.partition
+            ).set(last_offset)
 
 
 def _below(offsets: Mapping[TP, int | None], tp: TP, record: Any) -> bool:

@@ -10,7 +10,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
@@ -29,6 +28,7 @@ from saga_app.engine import (
 from saga_app.errors import SagaError
 from saga_app.listing import SagaListing
 from saga_app.metrics import SagaMetrics
+from saga_app.record import Record
 from saga_app.registry import AnyDefinition, SagaRegistry
 from saga_app.state import SagaState
 from saga_app.sweeper import DeadlineIndex
@@ -58,19 +58,6 @@ third of what it spends deciding; three routine lines per saga took 4% of its ti
 
 _GENERATED_IDS = uuid.UUID("6f1c2a0e-8a53-4c1e-9a43-3b8f0d2b8c11")
 """Namespace of saga ids the orchestrator makes up: derived from the record, so a replay agrees."""
-
-
-@dataclass(frozen=True)
-class Record:
-    """What the driver needs of a consumed Kafka record."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: float
-    """Seconds since the epoch; the engine's `now`, so replaying a record decides the same."""
 
 
 class SagaStore(Protocol):

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from saga_app.kafka_io import FaustPublisher, make_faust_app, readiness
 from saga_app.metrics import labelled
 from saga_app.participant import Participant, Records, reply_to
+from saga_app.record import Record
 from saga_app.registry import load_named
 from saga_app.settings import Settings
 from saga_app.topology import participant_group
@@ -50,14 +51,14 @@ def install_health(app: Any) -> None:
             return self.json(body, status=200 if ready else 503)
 
 
-def dead_letter_of(message: Any, reason: str) -> bytes:
+def dead_letter_of(message: Record, reason: str) -> bytes:
     """A dead-letter record for a consumed record nobody could process."""
     letter = DeadLetter(
         topic=message.topic,
         partition=message.partition,
         offset=message.offset,
-        key=None if message.key is None else bytes(message.key).decode(errors="replace"),
-        value=bytes(message.value or b"").decode(errors="replace"),
+        key=None if message.key is None else message.key.decode(errors="replace"),
+        value=(message.value or b"").decode(errors="replace"),
         error=reason,
         at=time.time(),
     )
@@ -130,12 +131,12 @@ class ParticipantWorker:
             partitions=self.settings.partitions,
         )
 
-        async def serve(message: Any) -> None:
+        async def serve(message: Record) -> None:
             await self.handle(participant, records, message)
 
         self.app.consume(topic, serve)
 
-    async def handle(self, participant: Participant, records: Records, message: Any) -> None:
+    async def handle(self, participant: Participant, records: Records, message: Record) -> None:
         """Answer one command; a command we cannot read goes to the dead-letter topic."""
         if participant.name not in self._loaded and participant.on_load is not None:
             participant.on_load(records)  # state is recovered before any command is handled
@@ -180,7 +181,7 @@ class ParticipantWorker:
         if stored != NO_REPLY:
             await self.publisher.send(command.reply_to, self.catalog.key(command.saga_id), stored)
 
-    async def _dead_letter(self, participant: Participant, message: Any, reason: str) -> None:
+    async def _dead_letter(self, participant: Participant, message: Record, reason: str) -> None:
         self.metrics.dead_letters.labels(participant.name).inc()
         log.warning("dead_lettered", topic=message.topic, offset=message.offset, reason=reason)
         await self.publisher.send(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 import structlog
 from faust.sensors.prometheus import setup_prometheus_sensors
@@ -22,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter
 from saga_app.kafka_io import FaustPublisher, make_faust_app
 from saga_app.participant import Records
 from saga_app.participant_app import dead_letter_of, install_health
+from saga_app.record import Record
 from saga_app.registry import load_named
 from saga_app.service import Service
 from saga_app.settings import Settings
@@ -79,7 +79,7 @@ class ServiceWorker:
         )
         setup_prometheus_sensors(self.app, "/metrics", r, "faust")
 
-    async def handle(self, message: Any) -> None:
+    async def handle(self, message: Record) -> None:
         """React to one event; an event nobody can read goes to the dead-letter topic."""
         topic = self.catalog.undomain(message.topic)
         raw: bytes = message.value or b""
@@ -117,7 +117,7 @@ class ServiceWorker:
                 published=[answer["type"] for _, answer in published],
             )
 
-    async def _dead_letter(self, message: Any, reason: str) -> None:
+    async def _dead_letter(self, message: Record, reason: str) -> None:
         log.warning("dead_lettered", topic=message.topic, offset=message.offset, reason=reason)
         await self.publisher.send(
             self.catalog.dlq, message.key or b"", dead_letter_of(message, reason)

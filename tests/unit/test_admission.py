@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 
 from saga_app.admission import Admission
 from saga_app.metrics import SagaMetrics
-from saga_app.orchestrator import Orchestrator, Record
+from saga_app.orchestrator import Orchestrator
+from saga_app.record import Record
 from tests.unit.test_orchestrator import CATALOG, ORDER, SAGAS, DictStore, ListPublisher
 
 COMMANDS = "t.orders.commands"

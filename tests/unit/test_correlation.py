@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry
 
 from saga_app.correlation import Correlator
 from saga_app.metrics import SagaMetrics
-from saga_app.orchestrator import Orchestrator, Record
+from saga_app.orchestrator import Orchestrator
+from saga_app.record import Record
 from tests.unit.test_orchestrator import CATALOG, SAGAS, DictStore, ListPublisher
 
 SAGA = "create_experiment_choreo"

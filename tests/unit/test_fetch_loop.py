@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import ConsumerRecord
+from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TP
+from prometheus_client import CollectorRegistry
 
 from saga_app.kafka_io import make_faust_app
 from saga_app.settings import Settings
@@ -325,3 +327,23 @@ async def test_a_stop_during_a_round_lets_the_round_finish(loop: Loop) -> None:
         await drain
     assert loop.producer.topics() == ["sagas-changelog", "orders.commands"]
     assert loop.committable(P0) == 9
+
+
+async def test_faust_metrics_count_the_records_read_once_a_batch(loop: Loop) -> None:
+    """`faust_messages_received_total`, per topic, and the offset read per partition say what
+    the round read, though faust's per-record hook is not called."""
+    registry = CollectorRegistry()
+    setup_prometheus_sensors(loop.app, "/metrics", registry, "faust")
+    loop.app.sensors.add(loop.app.monitor)  # as faust does when the app starts
+    round_ = loop.process({P0: [5, 6, 7], P1: [3]})
+    await settles(round_)
+    loop.producer.acknowledge()
+    assert await settles(round_)
+    assert registry.get_sample_value("faust_messages_received_total") == 4
+    per_topic = registry.get_sample_value(
+        "faust_messages_received_per_topic_total", {"topic": TOPIC}
+    )
+    read_to = registry.get_sample_value(
+        "faust_messages_received_per_topics_partition", {"topic": TOPIC, "partition": "0"}
+    )
+    assert (per_topic, read_to) == (4, 7)

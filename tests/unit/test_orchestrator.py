@@ -12,8 +12,9 @@ from structlog.testing import capture_logs
 
 from saga_app.listing import SagaListing, merge_stats
 from saga_app.metrics import SagaMetrics
-from saga_app.orchestrator import Orchestrator, Record
+from saga_app.orchestrator import Orchestrator
 from saga_app.participant import Result, failure, reply_to, success
+from saga_app.record import Record
 from saga_app.registry import EXAMPLES, load_sagas
 from saga_app.state import SagaState
 from topics import Command, TopicCatalog

@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry
 from saga_app import InvalidEvent, SagaState, decide
 from saga_app.engine import expire
 from saga_app.metrics import SagaMetrics
-from saga_app.orchestrator import Orchestrator, Record
+from saga_app.orchestrator import Orchestrator
+from saga_app.record import Record
 from saga_app.registry import SagaRegistry
 from saga_app.sagas import CREATE_ORDER
 from saga_app.testing import SagaTest

@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry
 
 from saga_app.engine import decide, definition_missing
 from saga_app.metrics import SagaMetrics
-from saga_app.orchestrator import Orchestrator, Record
+from saga_app.orchestrator import Orchestrator
+from saga_app.record import Record
 from saga_app.registry import SagaRegistry
 from saga_app.state import SagaStatus
 from tests.unit.fixtures.parcel_sagas import SHIP_PARCEL_V1, SHIP_PARCEL_V2
