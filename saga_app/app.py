@@ -22,6 +22,7 @@ from saga_app.correlation import Correlator
 from saga_app.kafka_io import (
     FaustPublisher,
     SagaRepository,
+    derived_state_table,
     highwater,
     make_faust_app,
     readiness,
@@ -53,12 +54,7 @@ class SagaWorker:
         self.sagas = sagas
         self.catalog = settings.catalog
         self.app = make_faust_app(settings, ORCHESTRATOR_APP, [bearer_auth(settings)])
-        self.table = self.app.Table(
-            SAGA_TABLE,
-            key_type=bytes,
-            value_type=bytes,
-            partitions=settings.partitions,
-        )
+        self.table = derived_state_table(self.app, SAGA_TABLE, settings.partitions)
         self.repository = SagaRepository(self.table)
         self.metrics = SagaMetrics(registry)
         self.publisher = FaustPublisher(self.app)
