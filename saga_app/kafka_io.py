@@ -413,7 +413,7 @@ class _SagaApp(faust.App):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.staged = StagedWrites(self._send_record, on_stored=self._persisted)
+        self.staged = StagedWrites(self._send_batch, on_stored=self._persisted)
         self.handlers: dict[str, Handler] = {}
 
     def consume(self, topic: Any, handle: Handler) -> None:
@@ -423,15 +423,48 @@ class _SagaApp(faust.App):
         for name in topic.topics:
             self.handlers[name] = handle
 
-    async def _send_record(
-        self, topic: str, key: bytes, value: bytes | None, partition: int | None
-    ) -> Any:
-        return await self.producer.send(topic, key, value, partition, None, None)
+    async def _send_batch(
+        self, topic: str, partition: int | None, records: list[tuple[bytes, bytes | None]]
+    ) -> list[Awaitable[tuple[TP, int]]]:
+        """Hand `records` to aiokafka as whole batches, one per partition (each record to its
+        key's partition when `partition` is None, as the producer's partitioner would), in
+        order. Record by record, faust's and aiokafka's send, its future and its tracking cost
+        the worker ~20 µs a record; a batch is built in C and tracked once. Each delivery
+        gives the partition and the offset of its batch's last record."""
+        producer = self.producer._ensure_producer()  # type: ignore[attr-defined]
+        if partition is None:
+            await producer.client._wait_on_metadata(topic)
+            partitions = sorted(producer.client.cluster.partitions_for_topic(topic))
+            by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+            for record in records:
+                chosen = partitions[key_hash(record[0]) % len(partitions)]
+                by_partition.setdefault(chosen, []).append(record)
+        else:
+            by_partition = {partition: records}
+        deliveries: list[Awaitable[tuple[TP, int]]] = []
+        for chosen, chunk in by_partition.items():
+            batch, count = producer.create_batch(), 0
+            for key, value in chunk:
+                if batch.append(key=key, value=value, timestamp=None) is None:  # full
+                    deliveries.append(await self._submit(batch, count, topic, chosen))
+                    batch, count = producer.create_batch(), 0
+                    batch.append(key=key, value=value, timestamp=None)
+                count += 1
+            deliveries.append(await self._submit(batch, count, topic, chosen))
+        return deliveries
 
-    def _persisted(self, acks: Sequence[Any]) -> None:
+    async def _submit(
+        self, batch: Any, count: int, topic: str, partition: int
+    ) -> asyncio.Future[tuple[TP, int]]:
+        producer: _CommitSafeProducer = self.producer  # type: ignore[assignment]
+        sent = await producer._ensure_producer().send_batch(batch, topic, partition=partition)
+        producer.deliveries.track(sent, f"{count} messages to {topic}")
+        return _last_offset(sent, TP(topic, partition), count)
+
+    def _persisted(self, acks: Sequence[tuple[TP, int]]) -> None:
         """Note in each table's store how far its changelog is written, as faust does after a
         changelog send: a restarted worker with rocksdb then reads the changelog from there."""
-        last = {TP(ack.topic, ack.partition): ack.offset for ack in acks}
+        last = dict(acks)
         tables = {t.changelog_topic.get_topic_name(): t for t in self.tables.values()}
         for tp, offset in last.items():
             tables[tp.topic].data.set_persisted_offset(tp, offset)
@@ -448,6 +481,31 @@ class _SagaApp(faust.App):
             beacon=self.beacon,
             loop=self.loop,
         )
+
+
+def _last_offset(sent: asyncio.Future[Any], tp: TP, count: int) -> asyncio.Future[tuple[TP, int]]:
+    """The partition and offset of a batch's last record, once the broker has written it. A
+    future, not a coroutine: nobody awaits the deliveries of messages (the commit waits for
+    them through `PendingDeliveries`), and their failure is reported there."""
+    last: asyncio.Future[tuple[TP, int]] = sent.get_loop().create_future()
+
+    def settle(done: asyncio.Future[Any]) -> None:
+        if done.cancelled():
+            last.cancel()
+        elif (error := done.exception()) is not None:
+            last.set_exception(error)
+        else:
+            last.set_result((tp, done.result().offset + count - 1))
+
+    sent.add_done_callback(settle)
+    last.add_done_callback(_retrieved)
+    return last
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen (asyncio logs the unseen ones)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def remembered_partitioner(

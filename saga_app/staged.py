@@ -10,7 +10,7 @@ states, waits until the broker acknowledged them, and only then hands the messag
 producer. Whatever left the process, the next owner of the partition knows of.
 
 Rounds make it cheap under load: one changelog round trip per round, one record per key per
-round (the last value written), all messages handed over together.
+round (the last value written), all messages handed over together, a batch per partition.
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-Send = Callable[[str, bytes, bytes | None, int | None], Awaitable[Awaitable[Any]]]
-"""The producer's send: (topic, key, value, partition) -> the delivery of that record."""
+SendBatch = Callable[
+    [str, int | None, list[tuple[bytes, bytes | None]]], Awaitable[list[Awaitable[Any]]]
+]
+"""The producer, a batch at a time: (topic, partition, [(key, value), ...]) -> the deliveries
+of the records, in their order, each to `partition`, or to its key's partition when None."""
 
 STATE_TIMEOUT = 30.0
 """Seconds a flush waits for its state records' acknowledgements. A broker failover takes a few;
@@ -42,11 +45,12 @@ class StagedWrites:
 
     def __init__(
         self,
-        send: Send,
+        send: SendBatch,
         timeout: float = STATE_TIMEOUT,
         on_stored: Callable[[Sequence[Any]], None] | None = None,
     ) -> None:
-        """`on_stored` gets the acknowledgements of each flush's state records."""
+        """`on_stored` gets the acknowledgements of each flush's state records, whatever `send`'s
+        deliveries give."""
         self._send = send
         self.timeout = timeout
         self._on_stored = on_stored
@@ -76,15 +80,20 @@ class StagedWrites:
             states, self._states = self._states, {}
             messages, self._messages = self._messages, []
             if states:
-                deliveries = [
-                    await self._send(topic, key, value, partition)
-                    for (topic, key), (partition, value) in states.items()
-                ]
+                batches: dict[tuple[str, int | None], list[tuple[bytes, bytes | None]]] = {}
+                for (topic, key), (partition, value) in states.items():
+                    batches.setdefault((topic, partition), []).append((key, value))
+                deliveries = []
+                for (topic, partition), records in batches.items():
+                    deliveries += await self._send(topic, partition, records)
                 acks = await self._acknowledged(deliveries)
                 if self._on_stored is not None:
                     self._on_stored(acks)
+            by_topic: dict[str, list[tuple[bytes, bytes | None]]] = {}
             for topic, key, value in messages:
-                await self._send(topic, key, value, None)
+                by_topic.setdefault(topic, []).append((key, value))
+            for topic, records in by_topic.items():
+                await self._send(topic, None, records)
 
     async def _acknowledged(self, deliveries: list[Awaitable[Any]]) -> list[Any]:
         try:

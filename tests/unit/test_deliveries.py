@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 from faust.transport.drivers.aiokafka import Producer
+from faust.types import TP
 
 from saga_app.deliveries import DeliveryFailed, PendingDeliveries
 from saga_app.kafka_io import make_faust_app
 from saga_app.settings import Settings
+from topics.catalog import key_hash
 
 
 async def commit(app: Any, committed: list[int], offset: int) -> None:
@@ -62,11 +64,17 @@ async def test_commit_waits_for_the_state_records_a_round_wrote(
     changelog = table.changelog_topic.get_topic_name()
     acks: list[asyncio.Future[Any]] = []
 
-    async def send(self: Any, topic: str, *args: Any, **kwargs: Any) -> Any:
-        acks.append(asyncio.get_running_loop().create_future())
-        return acks[-1]
+    class AIOKafkaProducer:
+        """aiokafka's producer below the worker's, taking batches."""
 
-    monkeypatch.setattr(Producer, "send", send)  # aiokafka's, below the worker's producer
+        def create_batch(self) -> Any:
+            return SimpleNamespace(append=lambda **record: True)
+
+        async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
+            acks.append(asyncio.get_running_loop().create_future())
+            return acks[-1]
+
+    monkeypatch.setattr(Producer, "_ensure_producer", lambda self: AIOKafkaProducer())
     app.staged.store(changelog, 0, b"saga-1", b'{"status": "running"}')
     flush = asyncio.create_task(app.staged.flush())
     assert not await settles(flush)
@@ -117,3 +125,69 @@ async def test_nothing_pending_settles_at_once() -> None:
     deliveries.track(done, "early")
     await deliveries.settle()
     assert len(deliveries) == 0 and deliveries.failures == 0
+
+
+class Batch:
+    """aiokafka's batch builder, full at two records."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes, bytes | None]] = []
+
+    def append(self, *, key: bytes, value: bytes | None, timestamp: None) -> Any:
+        if len(self.records) == 2:
+            return None
+        self.records.append((key, value))
+        return True
+
+
+class BatchingProducer:
+    """aiokafka's producer as the staged writes use it: batches, three partitions a topic."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, list[tuple[bytes, bytes | None]]]] = []
+        self.acks: list[asyncio.Future[Any]] = []
+
+        async def known(topic: str) -> None:
+            """The topic's metadata is at hand."""
+
+        self.client = SimpleNamespace(
+            _wait_on_metadata=known,
+            cluster=SimpleNamespace(partitions_for_topic=lambda topic: {0, 1, 2}),
+        )
+
+    def create_batch(self) -> Batch:
+        return Batch()
+
+    async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> Any:
+        self.sent.append((topic, partition, batch.records))
+        self.acks.append(asyncio.get_running_loop().create_future())
+        return self.acks[-1]
+
+
+async def test_records_leave_in_batches_per_partition_in_order_each_tracked(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages go to their keys' partitions as the partitioner would send them, a full batch
+    is followed by another, and each batch is one delivery the commit waits for, giving the
+    offset of its last record."""
+    producer = BatchingProducer()
+    monkeypatch.setattr(Producer, "_ensure_producer", lambda self: producer)
+    keys = [b"saga-1", b"saga-2", b"saga-1", b"saga-1"]
+    records = [(key, f"command {n}".encode()) for n, key in enumerate(keys)]
+    deliveries = await app._send_batch("orders.commands", None, records)
+    to = {key: key_hash(key) % 3 for key in keys}
+    assert to[b"saga-1"] != to[b"saga-2"]
+    assert [(p, [v for _, v in batch]) for _, p, batch in producer.sent] == [
+        (to[b"saga-1"], [b"command 0", b"command 2"]),
+        (to[b"saga-1"], [b"command 3"]),
+        (to[b"saga-2"], [b"command 1"]),
+    ]
+    assert len(deliveries) == len(producer.acks) == len(app.producer.deliveries)
+    for n, ack in enumerate(producer.acks):
+        ack.set_result(SimpleNamespace(offset=10 * n))
+    counts = [len(batch) for _, _, batch in producer.sent]
+    assert [await d for d in deliveries] == [
+        (TP("orders.commands", p), 10 * n + count - 1)
+        for n, ((_, p, _), count) in enumerate(zip(producer.sent, counts, strict=True))
+    ]
+    assert len(app.producer.deliveries) == 0

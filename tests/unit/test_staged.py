@@ -14,17 +14,20 @@ from saga_app.staged import StagedWrites, StateNotStored
 
 
 class FakeProducer:
-    """Records each send in order; every delivery is a future the test settles."""
+    """Records each record sent in order; every batch's delivery is a future the test settles."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, bytes | None, int | None]] = []
         self.deliveries: list[asyncio.Future[Any]] = []
 
-    async def send(self, topic: str, key: bytes, value: bytes | None, partition: int | None) -> Any:
-        self.sent.append((topic, key, value, partition))
+    async def send(
+        self, topic: str, partition: int | None, records: list[tuple[bytes, bytes | None]]
+    ) -> list[asyncio.Future[Any]]:
+        """A batch: its records in order, one delivery for them all."""
+        self.sent += [(topic, key, value, partition) for key, value in records]
         delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.deliveries.append(delivery)
-        return delivery
+        return [delivery]
 
     def topics(self) -> list[str]:
         return [topic for topic, *_ in self.sent]
