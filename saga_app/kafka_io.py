@@ -428,16 +428,18 @@ class _SagaApp(faust.App):
     ) -> list[Awaitable[tuple[TP, int]]]:
         """Hand `records` to aiokafka as whole batches, one per partition (each record to its
         key's partition when `partition` is None, as the producer's partitioner would), in
-        order. Record by record, faust's and aiokafka's send, its future and its tracking cost
-        the worker ~20 µs a record; a batch is built in C and tracked once. Each delivery
-        gives the partition and the offset of its batch's last record."""
+        order. Record by record, faust's and aiokafka's send (metadata, partitioner,
+        accumulator, a future each) and the tracking of each delivery cost a quarter of the
+        worker's CPU per saga (1.34 -> 1.03 ms) and a third of the participants' (0.55 ->
+        0.35 ms); a batch is built in C and tracked once. Each delivery gives the partition
+        and the offset of its batch's last record."""
         producer = self.producer._ensure_producer()  # type: ignore[attr-defined]
         if partition is None:
             await producer.client._wait_on_metadata(topic)
             partitions = sorted(producer.client.cluster.partitions_for_topic(topic))
             by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
             for record in records:
-                chosen = partitions[key_hash(record[0]) % len(partitions)]
+                chosen = remembered_partitioner(record[0], partitions, partitions)
                 by_partition.setdefault(chosen, []).append(record)
         else:
             by_partition = {partition: records}
