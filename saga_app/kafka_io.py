@@ -448,19 +448,20 @@ class _SagaApp(faust.App):
             batch, count = producer.create_batch(), 0
             for key, value in chunk:
                 if batch.append(key=key, value=value, timestamp=None) is None:  # full
-                    deliveries.append(await self._submit(batch, count, topic, chosen))
+                    deliveries.append(await self._submit(producer, batch, count, topic, chosen))
                     batch, count = producer.create_batch(), 0
                     batch.append(key=key, value=value, timestamp=None)
                 count += 1
-            deliveries.append(await self._submit(batch, count, topic, chosen))
+            deliveries.append(await self._submit(producer, batch, count, topic, chosen))
         return deliveries
 
     async def _submit(
-        self, batch: Any, count: int, topic: str, partition: int
+        self, producer: Any, batch: Any, count: int, topic: str, partition: int
     ) -> asyncio.Future[tuple[TP, int]]:
-        producer: _CommitSafeProducer = self.producer  # type: ignore[assignment]
-        sent = await producer._ensure_producer().send_batch(batch, topic, partition=partition)
-        producer.deliveries.track(sent, f"{count} messages to {topic}")
+        """Send one batch with aiokafka's `producer`; the commit waits for it (`deliveries`)."""
+        sent = await producer.send_batch(batch, topic, partition=partition)
+        deliveries: PendingDeliveries = self.producer.deliveries  # type: ignore[attr-defined]
+        deliveries.track(sent, f"{count} messages to {topic}")
         return _last_offset(sent, TP(topic, partition), count)
 
     def _persisted(self, acks: Sequence[tuple[TP, int]]) -> None:

@@ -23,7 +23,8 @@ SendBatch = Callable[
     [str, int | None, list[tuple[bytes, bytes | None]]], Awaitable[list[Awaitable[Any]]]
 ]
 """The producer, a batch at a time: (topic, partition, [(key, value), ...]) -> the deliveries
-of the records, in their order, each to `partition`, or to its key's partition when None."""
+of the batches it made. The records keep their order, each to `partition`, or to its key's
+partition when None."""
 
 STATE_TIMEOUT = 30.0
 """Seconds a flush waits for its state records' acknowledgements. A broker failover takes a few;
@@ -55,11 +56,12 @@ class StagedWrites:
         self.timeout = timeout
         self._on_stored = on_stored
         self._states: dict[tuple[str, bytes], tuple[int | None, bytes | None]] = {}
-        self._messages: list[tuple[str, bytes, bytes]] = []
+        self._messages: dict[str, list[tuple[bytes, bytes | None]]] = {}
+        """Per topic, the messages staged, in order."""
         self._lock = asyncio.Lock()
 
     def __len__(self) -> int:
-        return len(self._states) + len(self._messages)
+        return len(self._states) + sum(map(len, self._messages.values()))
 
     def store(self, topic: str, partition: int | None, key: bytes, value: bytes | None) -> None:
         """Stage a changelog record (`value` None: a tombstone); a later one for the key wins."""
@@ -68,7 +70,7 @@ class StagedWrites:
 
     def send(self, topic: str, key: bytes, value: bytes) -> None:
         """Stage a message; it leaves after the states staged with it are acknowledged."""
-        self._messages.append((topic, key, value))
+        self._messages.setdefault(topic, []).append((key, value))
 
     async def flush(self) -> None:
         """Write the staged states, wait for their acks, then hand over the staged messages.
@@ -78,7 +80,7 @@ class StagedWrites:
         The messages' own acknowledgements are the offset commit's to wait for."""
         async with self._lock:
             states, self._states = self._states, {}
-            messages, self._messages = self._messages, []
+            messages, self._messages = self._messages, {}
             if states:
                 batches: dict[tuple[str, int | None], list[tuple[bytes, bytes | None]]] = {}
                 for (topic, key), (partition, value) in states.items():
@@ -89,10 +91,7 @@ class StagedWrites:
                 acks = await self._acknowledged(deliveries)
                 if self._on_stored is not None:
                     self._on_stored(acks)
-            by_topic: dict[str, list[tuple[bytes, bytes | None]]] = {}
-            for topic, key, value in messages:
-                by_topic.setdefault(topic, []).append((key, value))
-            for topic, records in by_topic.items():
+            for topic, records in messages.items():
                 await self._send(topic, None, records)
 
     async def _acknowledged(self, deliveries: list[Awaitable[Any]]) -> list[Any]:
