@@ -10,6 +10,10 @@ the worker and the participants, and the ratio product / floor (the issue's goal
 Then each side runs paced, at half its own maximum rate and at 10 sagas/s, for the latency at
 those loads (the floor: start sent to last reply read; the product: the start's and the last
 reply's timestamps, as `saga.events` carries them).
+With `--worker-cores 0.25`, each worker is held to a quarter of a core (`cpu_cap.py`, root):
+the workers are then the bottleneck, and `--workers 1` against `--workers 2` shows what a
+second worker on its own partitions buys. Uncapped, on two cores that the broker and the
+participants fill too, a second worker brings no CPU with it, so it shows nothing.
 With `--profile`, py-spy samples the worker and the participants during each product run and
 a summary of where their time went follows (the raw stacks stay in the log folder).
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import statistics
@@ -32,6 +37,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "benchmarks")]
 
 import floor  # noqa: E402
 import local_kafka  # noqa: E402
+from cpu_cap import available, cpu_capped  # noqa: E402
 from demo import batch, percentile, run_batch  # noqa: E402
 from services import Service  # noqa: E402
 
@@ -102,6 +108,7 @@ def product_run(
     prefix: str,
     profile: bool = False,
     workers: int = 1,
+    worker_cores: float = 0.0,
 ) -> dict[str, float]:
     bootstrap = kafka.bootstrap_servers
     env = {
@@ -114,10 +121,13 @@ def product_run(
     names = ["worker"] if workers == 1 else [f"worker{n}" for n in range(1, workers + 1)]
     services = [Service("worker", env, workdir, name=name).start() for name in names]
     services.append(Service("participants", env, workdir).start())
+    capped = contextlib.ExitStack()
     try:
         for service in services:
             service.wait_ready()
         pids = {service.name: service.process.pid for service in services if service.process}
+        for name in names if worker_cores else ():
+            capped.enter_context(cpu_capped(f"{prefix}{name}", pids[name], worker_cores))
         stacks = {name: workdir / f"{prefix}{name}.stacks" for name in pids}
         pids["broker"] = kafka.pid(1) or 0
         samplers = [py_spy(pids[name], stacks[name]) for name in stacks] if profile else []
@@ -148,6 +158,7 @@ def product_run(
             finished = asyncio.run(run_batch(settings, sagas, timeout=600, rate=rate))
             figures |= {f"{name}_{k}": v for k, v in latencies(finished).items()}
     finally:
+        capped.close()
         for service in reversed(services):
             service.stop()
     return figures
@@ -218,22 +229,40 @@ def main() -> None:
         "--profile", action="store_true", help="sample the product's processes with py-spy"
     )
     parser.add_argument("--workers", type=int, default=1, help="orchestrator workers")
+    parser.add_argument(
+        "--worker-cores",
+        type=float,
+        default=0.0,
+        help="hold each worker to this share of one core (e.g. 0.25; needs root), so that"
+        " workers are the bottleneck and what more of them buy shows (benchmarks/cpu_cap.py)",
+    )
     args = parser.parse_args()
+    if args.worker_cores and (why := available()):
+        parser.error(why)
     workdir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     kafka = local_kafka.LocalKafka(local_kafka.free_port(), 1, workdir / "kafka", verbose=False)
     kafka.up()
     floors, products = [], []
     try:
+        capped = f", each held to {args.worker_cores} of a core" if args.worker_cores else ""
         print(
             f"{args.count} create_order sagas per run, all started at once, {args.workers}"
-            f" worker(s); logs in {workdir}"
+            f" worker(s){capped}; logs in {workdir}"
         )
         for n in range(1, args.runs + 1):
             floors.append(floor_run(kafka, args.count))
             print(line(f"floor run {n}", floors[-1]), flush=True)
             prefix = f"e2e{n}."
             products.append(
-                product_run(kafka, args.count, workdir, prefix, args.profile, args.workers)
+                product_run(
+                    kafka,
+                    args.count,
+                    workdir,
+                    prefix,
+                    args.profile,
+                    args.workers,
+                    args.worker_cores,
+                )
             )
             print(line(f"product run {n}", products[-1]), flush=True)
     finally:
