@@ -37,7 +37,6 @@ from faust.types.auth import CredentialsT
 
 from saga_app.connection import ssl_context
 from saga_app.deliveries import DeliveryFailed, PendingDeliveries
-from saga_app.in_loop_consumer import InLoopConsumerThread
 from saga_app.record import Record
 from saga_app.settings import Settings
 from saga_app.staged import StagedWrites
@@ -249,9 +248,6 @@ class _SagaConsumer(Consumer):
         """Per input partition, the offset after the last record processed and flushed."""
         self._round = asyncio.Lock()
         """Held while a round of records is processed and flushed."""
-
-    def _new_consumer_thread(self) -> Any:
-        return InLoopConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:
         """Fetch, process, flush, until the consumer or `fetcher` stops (faust's fetch loop)."""
