@@ -2,8 +2,8 @@
 
 On a machine whose cores the broker and the participants already fill, a second worker adds
 no CPU, so it cannot show what partitions spread over workers buy. Held each to the same share
-of a core, the workers are the bottleneck, and two should do about twice what one does. Uses a
-cgroup of the v1 `cpu` controller (`cfs_quota_us`), so it needs root.
+of a core, the workers are the bottleneck: at a quarter of a core, one did 168-196 sagas/s and
+two a median of 238. Uses a cgroup of the v1 `cpu` controller (`cfs_quota_us`): root only.
 """
 
 from __future__ import annotations
