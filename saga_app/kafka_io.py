@@ -450,6 +450,7 @@ class _SagaApp(faust.App):
                 if batch.append(key=key, value=value, timestamp=None) is None:  # full
                     deliveries.append(await self._submit(producer, batch, count, topic, chosen))
                     batch, count = producer.create_batch(), 0
+                    # an empty batch takes its first record whatever its size: none is dropped
                     batch.append(key=key, value=value, timestamp=None)
                 count += 1
             deliveries.append(await self._submit(producer, batch, count, topic, chosen))
