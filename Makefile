@@ -89,6 +89,10 @@ bench-takeover: kafka-fetch ## A new worker taking over 1,000,000 stored sagas o
 bench-e2e: kafka-fetch ## Sagas/s of the product beside the bare-aiokafka floor on one broker (BENCH_ARGS="--count 500")
 	$(PY) benchmarks/e2e.py $(BENCH_ARGS)
 
+.PHONY: bench-round
+bench-round: kafka-fetch ## CPU a Python client spends per fetch (by partitions assigned) and per produce request
+	$(PY) benchmarks/round_cost.py $(BENCH_ARGS)
+
 .PHONY: bench-ab
 bench-ab: kafka-fetch ## This checkout's product against commit BASE, runs alternated (BASE=HEAD~1 BENCH_ARGS="--rounds 3")
 	$(PY) benchmarks/ab.py $(BASE) $(BENCH_ARGS)

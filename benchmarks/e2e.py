@@ -9,7 +9,9 @@ It prints sagas/s, messages/s and p50/p99 latency for each run, CPU seconds per 
 the worker and the participants, and the ratio product / floor (the issue's goal: >= 0.5).
 Then each side runs paced, at half its own maximum rate and at 10 sagas/s, for the latency at
 those loads (the floor: start sent to last reply read; the product: the start's and the last
-reply's timestamps, as `saga.events` carries them).
+reply's timestamps, as `saga.events` carries them), and the CPU per saga at each: at half the
+maximum rate rounds hold few records, and each round's fetch and produce requests cost about as
+much as its sagas (`benchmarks/round_cost.py`).
 With `--worker-cores 0.25`, each worker is held to a quarter of a core (`cpu_cap.py`, root):
 the workers are then the bottleneck, and `--workers 1` against `--workers 2` shows what a
 second worker on its own partitions buys. Uncapped, on two cores that the broker and the
@@ -141,32 +143,44 @@ def product_run(
         began, load_cpu = time.monotonic(), time.process_time()
         finished = asyncio.run(run_batch(settings, sagas, timeout=600))
         elapsed, load_cpu = time.monotonic() - began, time.process_time() - load_cpu
-        cpu_after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        used = cpu_per_thousand(pids, names, cpu_before, len(finished))
         for sampler in samplers:
             sampler.send_signal(signal.SIGINT)
             sampler.wait(timeout=60)
         for name in stacks if profile else ():
             print(f"where the {name} process's time went:\n{where_time_went(stacks[name])}")
-        per_thousand = 1000 / max(len(finished), 1)
         figures = {
             "sagas_per_s": len(finished) / elapsed,
             "messages_per_s": len(finished) * MESSAGES_PER_SAGA / elapsed,
             **latencies(finished),
-            "worker_cpu": sum(cpu_after[n] - cpu_before[n] for n in names) * per_thousand,
-            "participants_cpu": (cpu_after["participants"] - cpu_before["participants"])
-            * per_thousand,
-            "broker_cpu": (cpu_after["broker"] - cpu_before["broker"]) * per_thousand,
-            "load_cpu": load_cpu * per_thousand,
+            **used,
+            "load_cpu": load_cpu * 1000 / max(len(finished), 1),
         }
         for name, rate, paced in paced_loads(figures["sagas_per_s"]):
             sagas = batch(paced, ["create_order"], happy=True)
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             finished = asyncio.run(run_batch(settings, sagas, timeout=600, rate=rate))
-            figures |= {f"{name}_{k}": v for k, v in latencies(finished).items()}
+            used = cpu_per_thousand(pids, names, cpu_before, len(finished))
+            figures |= {f"{name}_{k}": v for k, v in (latencies(finished) | used).items()}
     finally:
         capped.close()
         for service in reversed(services):
             service.stop()
     return figures
+
+
+def cpu_per_thousand(
+    pids: dict[str, int], workers: list[str], before: dict[str, float], sagas: int
+) -> dict[str, float]:
+    """CPU seconds per 1,000 sagas the workers, the participants and the broker used since
+    `before`."""
+    per_thousand = 1000 / max(sagas, 1)
+    used = {name: (cpu_seconds(pid) - before[name]) * per_thousand for name, pid in pids.items()}
+    return {
+        "worker_cpu": sum(used[name] for name in workers),
+        "participants_cpu": used["participants"],
+        "broker_cpu": used["broker"],
+    }
 
 
 def latencies(finished: dict[str, tuple[str, str, float]]) -> dict[str, float]:
@@ -191,14 +205,20 @@ def paced_loads(max_rate: float) -> list[tuple[str, float, int]]:
 def floor_run(kafka: local_kafka.LocalKafka, count: int) -> dict[str, float]:
     """The floor at its maximum rate, then at the same paced loads as the product."""
     bootstrap, broker = kafka.bootstrap_servers, kafka.pid(1) or 0
-    broker_cpu, cpu = cpu_seconds(broker), time.process_time()
-    figures = asyncio.run(floor.run(bootstrap, count))
-    per_thousand = 1000 / count
-    figures["floor_cpu"] = (time.process_time() - cpu) * per_thousand
-    figures["broker_cpu"] = (cpu_seconds(broker) - broker_cpu) * per_thousand
+
+    def measured(sagas: int, rate: float | None = None) -> dict[str, float]:
+        broker_cpu, cpu = cpu_seconds(broker), time.process_time()
+        figures = asyncio.run(floor.run(bootstrap, sagas, rate=rate))
+        figures["floor_cpu"] = (time.process_time() - cpu) * 1000 / sagas
+        figures["broker_cpu"] = (cpu_seconds(broker) - broker_cpu) * 1000 / sagas
+        return figures
+
+    figures = measured(count)
     for name, rate, paced in paced_loads(figures["sagas_per_s"]):
-        paced_figures = asyncio.run(floor.run(bootstrap, paced, rate=rate))
-        figures |= {f"{name}_{k}": paced_figures[k] for k in ("p50_s", "p99_s")}
+        paced_figures = measured(paced, rate)
+        figures |= {
+            f"{name}_{k}": paced_figures[k] for k in ("p50_s", "p99_s", "floor_cpu", "broker_cpu")
+        }
     return figures
 
 
@@ -207,23 +227,31 @@ def line(label: str, figures: dict[str, float]) -> str:
         f"{label:<16}{figures['sagas_per_s']:8.0f} sagas/s {figures['messages_per_s']:8.0f} msg/s"
         f"   p50 {figures['p50_s'] * 1000:7.0f} ms  p99 {figures['p99_s'] * 1000:7.0f} ms"
     )
-    if "worker_cpu" in figures:
-        text += (
-            f"   CPU s per 1,000 sagas: worker {figures['worker_cpu']:.1f},"
-            f" participants {figures['participants_cpu']:.1f},"
-            f" broker {figures['broker_cpu']:.1f}, load generator {figures['load_cpu']:.1f}"
-        )
-    elif "floor_cpu" in figures:
-        text += (
-            f"   CPU s per 1,000 sagas: floor {figures['floor_cpu']:.1f},"
-            f" broker {figures['broker_cpu']:.1f}"
-        )
+    text += "   " + cpu_text(figures)
+    if "load_cpu" in figures:
+        text += f", load generator {figures['load_cpu']:.1f}"
     for name, rate, _ in paced_loads(figures["sagas_per_s"]):
+        paced = {
+            k.removeprefix(f"{name}_"): v for k, v in figures.items() if k.startswith(f"{name}_")
+        }
         text += (
-            f"\n{'':<16}at {rate:6.0f} sagas/s:  p50 {figures[f'{name}_p50_s'] * 1000:7.0f} ms"
-            f"  p99 {figures[f'{name}_p99_s'] * 1000:7.0f} ms"
+            f"\n{'':<16}at {rate:6.0f} sagas/s:  p50 {paced['p50_s'] * 1000:7.0f} ms"
+            f"  p99 {paced['p99_s'] * 1000:7.0f} ms   {cpu_text(paced)}"
         )
     return text
+
+
+def cpu_text(figures: dict[str, float]) -> str:
+    """The CPU figures of one run: the worker's and the participants', or the floor's."""
+    if "worker_cpu" in figures:
+        return (
+            f"CPU s per 1,000 sagas: worker {figures['worker_cpu']:.1f},"
+            f" participants {figures['participants_cpu']:.1f}, broker {figures['broker_cpu']:.1f}"
+        )
+    return (
+        f"CPU s per 1,000 sagas: floor {figures['floor_cpu']:.1f},"
+        f" broker {figures['broker_cpu']:.1f}"
+    )
 
 
 def main() -> None:
