@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +116,7 @@ def product_run(
     workers: int = 1,
     worker_cores: float = 0.0,
     max_running: int = Settings.max_running,
+    rates: Sequence[float] = (),
 ) -> dict[str, float]:
     bootstrap = kafka.bootstrap_servers
     env = {
@@ -156,7 +158,7 @@ def product_run(
             **used,
             "load_cpu": load_cpu * 1000 / max(len(finished), 1),
         }
-        for name, rate, paced in paced_loads(figures["sagas_per_s"]):
+        for name, rate, paced in paced_loads(figures["sagas_per_s"], rates):
             sagas = batch(paced, ["create_order"], happy=True)
             cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             finished = asyncio.run(run_batch(settings, sagas, timeout=600, rate=rate))
@@ -193,16 +195,16 @@ PACED_SECONDS = 10.0
 """How long each paced load runs."""
 
 
-def paced_loads(max_rate: float) -> list[tuple[str, float, int]]:
+def paced_loads(max_rate: float, rates: Sequence[float] = ()) -> list[tuple[str, float, int]]:
     """(name, sagas per second, sagas) of the loads whose latency is measured: half the
-    maximum rate, and 10 sagas/s."""
-    return [
-        (name, rate, int(rate * PACED_SECONDS))
-        for name, rate in (("half", max_rate / 2), ("slow", 10.0))
-    ]
+    maximum rate, 10 sagas/s, and each of `rates`."""
+    loads = [("half", max_rate / 2), ("slow", 10.0), *((f"at{rate:g}", rate) for rate in rates)]
+    return [(name, rate, int(rate * PACED_SECONDS)) for name, rate in loads]
 
 
-def floor_run(kafka: local_kafka.LocalKafka, count: int) -> dict[str, float]:
+def floor_run(
+    kafka: local_kafka.LocalKafka, count: int, rates: Sequence[float] = ()
+) -> dict[str, float]:
     """The floor at its maximum rate, then at the same paced loads as the product."""
     bootstrap, broker = kafka.bootstrap_servers, kafka.pid(1) or 0
 
@@ -214,7 +216,7 @@ def floor_run(kafka: local_kafka.LocalKafka, count: int) -> dict[str, float]:
         return figures
 
     figures = measured(count)
-    for name, rate, paced in paced_loads(figures["sagas_per_s"]):
+    for name, rate, paced in paced_loads(figures["sagas_per_s"], rates):
         paced_figures = measured(paced, rate)
         figures |= {
             f"{name}_{k}": paced_figures[k] for k in ("p50_s", "p99_s", "floor_cpu", "broker_cpu")
@@ -222,7 +224,7 @@ def floor_run(kafka: local_kafka.LocalKafka, count: int) -> dict[str, float]:
     return figures
 
 
-def line(label: str, figures: dict[str, float]) -> str:
+def line(label: str, figures: dict[str, float], rates: Sequence[float] = ()) -> str:
     text = (
         f"{label:<16}{figures['sagas_per_s']:8.0f} sagas/s {figures['messages_per_s']:8.0f} msg/s"
         f"   p50 {figures['p50_s'] * 1000:7.0f} ms  p99 {figures['p99_s'] * 1000:7.0f} ms"
@@ -230,7 +232,7 @@ def line(label: str, figures: dict[str, float]) -> str:
     text += "   " + cpu_text(figures)
     if "load_cpu" in figures:
         text += f", load generator {figures['load_cpu']:.1f}"
-    for name, rate, _ in paced_loads(figures["sagas_per_s"]):
+    for name, rate, _ in paced_loads(figures["sagas_per_s"], rates):
         paced = {
             k.removeprefix(f"{name}_"): v for k, v in figures.items() if k.startswith(f"{name}_")
         }
@@ -276,6 +278,13 @@ def main() -> None:
         help="SAGA_MAX_RUNNING for the workers: starts beyond it take the admission queue, which"
         " a burst larger than it pays for (2,000 at once: ~630 sagas/s at 250, ~900 at 2,000)",
     )
+    parser.add_argument(
+        "--rates",
+        type=lambda text: [float(rate) for rate in text.split(",")],
+        default=[],
+        help="more paced loads, in sagas/s, comma-separated (e.g. 100,200,300): latency at a"
+        " fixed rate, the same for both sides, where half the maximum follows each side's own",
+    )
     args = parser.parse_args()
     if args.worker_cores and (why := available()):
         parser.error(why)
@@ -290,8 +299,8 @@ def main() -> None:
             f" worker(s){capped}, SAGA_MAX_RUNNING={args.max_running}; logs in {workdir}"
         )
         for n in range(1, args.runs + 1):
-            floors.append(floor_run(kafka, args.count))
-            print(line(f"floor run {n}", floors[-1]), flush=True)
+            floors.append(floor_run(kafka, args.count, args.rates))
+            print(line(f"floor run {n}", floors[-1], args.rates), flush=True)
             prefix = f"e2e{n}."
             products.append(
                 product_run(
@@ -303,9 +312,10 @@ def main() -> None:
                     args.workers,
                     args.worker_cores,
                     args.max_running,
+                    args.rates,
                 )
             )
-            print(line(f"product run {n}", products[-1]), flush=True)
+            print(line(f"product run {n}", products[-1], args.rates), flush=True)
     finally:
         kafka.down()
     ratio = statistics.median(p["sagas_per_s"] for p in products) / statistics.median(
