@@ -160,7 +160,7 @@ def product_run(
         }
         for name, rate, paced in paced_loads(figures["sagas_per_s"], rates):
             sagas = batch(paced, ["create_order"], happy=True)
-            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            cpu_before = {process: cpu_seconds(pid) for process, pid in pids.items()}
             finished = asyncio.run(run_batch(settings, sagas, timeout=600, rate=rate))
             used = cpu_per_thousand(pids, names, cpu_before, len(finished))
             figures |= {f"{name}_{k}": v for k, v in (latencies(finished) | used).items()}
