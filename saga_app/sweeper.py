@@ -47,8 +47,8 @@ class DeadlineIndex:
     def track(self, saga_id: str, timers: Iterable[SagaTimeout], not_before: float = 0.0) -> None:
         """Replace whatever was tracked for `saga_id` by `timers` (after each transition).
 
-        `not_before` holds them back without changing them: a command re-sent after a takeover
-        gets its full timeout again before its timer may fire.
+        `not_before` holds them back without changing them: a command sent late, or re-sent
+        after a takeover, gets its whole timeout before its saga's timers may fire.
         """
         self.forget(saga_id)
         self._counter += 1

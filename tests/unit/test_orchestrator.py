@@ -54,15 +54,23 @@ class ListPublisher:
         return [value for t, _, value in self.sent if t == topic]
 
 
-def make() -> tuple[Orchestrator, DictStore, ListPublisher]:
+RECORDED_AT = 1000.0
+"""When the test records were produced; the worker's clock stands there too unless a test
+says otherwise: it reads them as they come."""
+
+
+def make(
+    clock: Callable[[], float] = lambda: RECORDED_AT,
+) -> tuple[Orchestrator, DictStore, ListPublisher]:
     store, publisher = DictStore(), ListPublisher()
-    orchestrator = Orchestrator(CATALOG, SAGAS, store, publisher, SagaMetrics(CollectorRegistry()))
+    metrics = SagaMetrics(CollectorRegistry())
+    orchestrator = Orchestrator(CATALOG, SAGAS, store, publisher, metrics, clock=clock)
     return orchestrator, store, publisher
 
 
 def record(value: Any, key: str | None, topic: str = CATALOG.requests, offset: int = 0) -> Record:
     raw = value if isinstance(value, bytes) else json.dumps(value).encode()
-    return Record(topic, 0, offset, None if key is None else key.encode(), raw, 1000.0)
+    return Record(topic, 0, offset, None if key is None else key.encode(), raw, RECORDED_AT)
 
 
 def start(saga_id: str | None = "s1", saga_type: str = "create_order") -> dict[str, Any]:
@@ -298,6 +306,22 @@ async def test_sweep_sends_due_timeouts_of_owned_partitions_only() -> None:
     assert await orchestrator.sweep(1000.0 + 60, owns=lambda p: p != owner) == 0
     orchestrator.rebuild_indexes([], [], now=0.0)
     assert len(orchestrator.deadlines) == 0
+
+
+async def test_a_command_sent_late_gets_its_whole_timeout_after_it_leaves() -> None:
+    """A start read 2 s after it was produced (a backlog in this worker): its first command
+    leaves then, and its step may time out only its whole timeout later, though the stored
+    timer, what the engine sees, still counts from the start."""
+    orchestrator, store, publisher = make(clock=lambda: RECORDED_AT + 2.0)
+    await orchestrator.handle(record(start("s1"), "s1"))
+    timeout = SAGAS.newest("create_order").step("create_order").timeout
+    timer = store.states["s1"].timer
+    assert timer is not None and timer.due_at == RECORDED_AT + timeout
+    publisher.sent.clear()
+    assert await orchestrator.sweep(RECORDED_AT + timeout + 1.99, owns=lambda p: True) == 0
+    assert await orchestrator.sweep(RECORDED_AT + timeout + 2.0, owns=lambda p: True) == 1
+    [due] = publisher.to(CATALOG.requests)
+    assert (due["timer"], due["due_at"]) == ("step", RECORDED_AT + timeout)
 
 
 async def test_sweep_sends_a_timeout_keyed_by_saga() -> None:
