@@ -130,6 +130,8 @@ class Orchestrator:
         """When this worker took each partition over: older records may be replays."""
         self._moved_in_takeover: set[str] | None = None
         """While a takeover indexes the stored sagas: the sagas records moved meanwhile."""
+        self._held_in_takeover: dict[str, float] = {}
+        """While a takeover indexes the stored sagas: the timers held back before it began."""
 
     async def handle(self, record: Record) -> None:
         """Process one record from `saga.requests` or `saga.replies`; never raises."""
@@ -411,6 +413,7 @@ class Orchestrator:
         handed them. Records are processed meanwhile; a saga they move is indexed as they leave
         it, and its stored state, read before or after, is passed over."""
         self.owned_since = dict.fromkeys(owned, now)
+        self._held_in_takeover = self.deadlines.holds()  # kept for the sagas re-read below
         self.deadlines.clear()
         self.listing.clear()
         self.admissions.clear()
@@ -420,12 +423,14 @@ class Orchestrator:
         moved = self._moved_in_takeover or ()
         for state in states:
             if state.saga_id not in moved:
-                self.deadlines.track(state.saga_id, state.timers(self.retention))
+                held = self._held_in_takeover.get(state.saga_id, 0.0)
+                self.deadlines.track(state.saga_id, state.timers(self.retention), held)
                 self.listing.update(state)
                 self.admissions.update(state)
 
     def end_takeover(self) -> None:
         self._moved_in_takeover = None
+        self._held_in_takeover = {}
         self.admissions.order_queues()
         self.metrics.reset_in_flight(self.listing.stats()["by_status"])
 

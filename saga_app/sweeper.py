@@ -39,6 +39,7 @@ class DeadlineIndex:
         self._live: dict[str, int] = {}  # saga_id -> its timers not yet handed out
         self._live_total = 0
         self._counter = 0
+        self._held: dict[str, float] = {}  # saga_id -> the `not_before` its timers were given
 
     def __len__(self) -> int:
         """Timers tracked and not yet handed out by `pop_due`."""
@@ -63,12 +64,20 @@ class DeadlineIndex:
             self._generation[saga_id] = generation
             self._live[saga_id] = count
             self._live_total += count
+            if not_before:
+                self._held[saga_id] = not_before
         self._maybe_compact()
 
     def forget(self, saga_id: str) -> None:
         """Stop tracking `saga_id` (it finished, or its partition moved away)."""
         self._live_total -= self._live.pop(saga_id, 0)
         self._generation.pop(saga_id, None)
+        self._held.pop(saga_id, None)
+
+    def holds(self) -> dict[str, float]:
+        """The `not_before` of each saga whose tracked timers are held back: a takeover that
+        re-reads the stored states keeps them (the states do not carry them)."""
+        return dict(self._held)
 
     def pop_due(self, now: float) -> list[SagaTimeout]:
         """Timers due at `now` (due_at <= now), earliest first; each is handed out once."""
@@ -86,6 +95,7 @@ class DeadlineIndex:
             else:
                 del self._live[entry.saga_id]
                 del self._generation[entry.saga_id]
+                self._held.pop(entry.saga_id, None)
         return due
 
     def next_due(self) -> float | None:
@@ -100,6 +110,7 @@ class DeadlineIndex:
         self._generation = {}
         self._live = {}
         self._live_total = 0
+        self._held = {}
 
     def rebuild(self, states: Iterable[SagaState], retention: float = 0.0) -> None:
         """Start over from the states a worker owns, e.g. after a partition assignment; finished

@@ -324,6 +324,19 @@ async def test_a_command_sent_late_gets_its_whole_timeout_after_it_leaves() -> N
     assert (due["timer"], due["due_at"]) == ("step", RECORDED_AT + timeout)
 
 
+async def test_a_takeover_keeps_the_hold_of_a_command_sent_late() -> None:
+    """A record processed after the assignment but before the takeover indexed the stored sagas:
+    re-read from the store, the saga keeps its timers held back (two throttled workers settling
+    their partitions during a burst: 61 steps timed out, 1.8 s after their commands left)."""
+    orchestrator, store, _ = make(clock=lambda: RECORDED_AT + 2.0)
+    await orchestrator.handle(record(start("s1"), "s1"))
+    orchestrator.rebuild_indexes(list(store.states.values()), [0, 1, 2, 3], now=RECORDED_AT + 2.0)
+    timeout = SAGAS.newest("create_order").step("create_order").timeout
+    assert orchestrator.deadlines.pop_due(RECORDED_AT + timeout + 1.99) == []
+    [due] = orchestrator.deadlines.pop_due(RECORDED_AT + timeout + 2.0)
+    assert due.timer == "step"
+
+
 async def test_sweep_sends_a_timeout_keyed_by_saga() -> None:
     """A step that outlives its timeout gets a timeout request on its saga's partition."""
     orchestrator, _, publisher = make()
