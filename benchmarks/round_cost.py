@@ -52,12 +52,12 @@ async def fetch_cost(bootstrap: str, partitions: int, seconds: float) -> float:
         consumer.assign(tps[:partitions])
         fetcher = consumer._fetcher
         fetches = 0
-        send = fetcher._proc_fetch_request
+        process_response = fetcher._proc_fetch_request
 
         async def counted(*args: object) -> bool:
             nonlocal fetches
             fetches += 1
-            return bool(await send(*args))
+            return bool(await process_response(*args))
 
         fetcher._proc_fetch_request = counted
         await asyncio.sleep(1.0)  # offsets looked up, fetching steadily
