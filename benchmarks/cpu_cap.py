@@ -18,10 +18,14 @@ CPU_CGROUPS = Path("/sys/fs/cgroup/cpu")
 PERIOD_US = 20_000
 """The quota's period: short, so that a capped worker is held back often and briefly rather
 than stopped for most of 100 ms (the kernel's default)."""
+LEAST_SHARE = 0.05
+"""The kernel refuses a quota under 1 ms, a twentieth of the period."""
 
 
-def available() -> str | None:
-    """Why processes cannot be capped here, or None if they can."""
+def available(cores: float) -> str | None:
+    """Why processes cannot be capped to `cores` of a core here, or None if they can."""
+    if cores < LEAST_SHARE:
+        return f"{cores} of a core is below the least share the kernel takes, {LEAST_SHARE}"
     if os.geteuid() != 0:
         return "capping a worker's CPU needs root (a cgroup of the cpu controller)"
     if not (CPU_CGROUPS / "cgroup.procs").exists():

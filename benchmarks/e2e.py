@@ -16,6 +16,9 @@ With `--worker-cores 0.25`, each worker is held to a quarter of a core (`cpu_cap
 the workers are then the bottleneck, and `--workers 1` against `--workers 2` shows what a
 second worker on its own partitions buys. Uncapped, on two cores that the broker and the
 participants fill too, a second worker brings no CPU with it, so it shows nothing.
+With `--participant-cores 0.05`, the participants are held to a twentieth of a core: slow
+participants, whose backlog of commands the admission limit keeps under a step's timeout
+(2,000 at once: no step timed out at `--max-running 250`, 120 and 768 at 1,000, 7,296 at 2,000).
 The workers run with `SAGA_MAX_RUNNING` 250 (the default; `--max-running`): 1,750 of 2,000
 sagas started at once take the admission queue, and the figure measures it too (2,000 at
 once: ~630 sagas/s at 250, ~900 at 2,000, where none queue).
@@ -117,6 +120,7 @@ def product_run(
     worker_cores: float = 0.0,
     max_running: int = Settings.max_running,
     rates: Sequence[float] = (),
+    participant_cores: float = 0.0,
 ) -> dict[str, float]:
     bootstrap = kafka.bootstrap_servers
     env = {
@@ -137,6 +141,9 @@ def product_run(
         pids = {service.name: service.process.pid for service in services if service.process}
         for name in names if worker_cores else ():
             capped.enter_context(cpu_capped(f"{prefix}{name}", pids[name], worker_cores))
+        if participant_cores:
+            name = "participants"
+            capped.enter_context(cpu_capped(f"{prefix}{name}", pids[name], participant_cores))
         stacks = {name: workdir / f"{prefix}{name}.stacks" for name in pids}
         pids["broker"] = kafka.pid(1) or 0
         samplers = [py_spy(pids[name], stacks[name]) for name in stacks] if profile else []
@@ -272,6 +279,13 @@ def main() -> None:
         " workers are the bottleneck and what more of them buy shows (benchmarks/cpu_cap.py)",
     )
     parser.add_argument(
+        "--participant-cores",
+        type=float,
+        default=0.0,
+        help="hold the participants to this share of one core (e.g. 0.05; needs root): slow"
+        " participants, whose backlog of commands the admission limit keeps short",
+    )
+    parser.add_argument(
         "--max-running",
         type=int,
         default=Settings.max_running,
@@ -286,14 +300,17 @@ def main() -> None:
         " fixed rate, the same for both sides, where half the maximum follows each side's own",
     )
     args = parser.parse_args()
-    if args.worker_cores and (why := available()):
-        parser.error(why)
+    for cores in (args.worker_cores, args.participant_cores):
+        if cores and (why := available(cores)):
+            parser.error(why)
     workdir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     kafka = local_kafka.LocalKafka(local_kafka.free_port(), 1, workdir / "kafka", verbose=False)
     kafka.up()
     floors, products = [], []
     try:
         capped = f", each held to {args.worker_cores} of a core" if args.worker_cores else ""
+        if args.participant_cores:
+            capped += f", participants held to {args.participant_cores} of a core"
         print(
             f"{args.count} create_order sagas per run, all started at once, {args.workers}"
             f" worker(s){capped}, SAGA_MAX_RUNNING={args.max_running}; logs in {workdir}"
@@ -313,6 +330,7 @@ def main() -> None:
                     args.worker_cores,
                     args.max_running,
                     args.rates,
+                    args.participant_cores,
                 )
             )
             print(line(f"product run {n}", products[-1], args.rates), flush=True)

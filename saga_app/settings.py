@@ -48,7 +48,8 @@ class Settings:
     max_running: int = 250
     """Sagas running at once across the cluster (0: no limit). Starts beyond it are stored
     queued and run, oldest first, as running ones finish: a burst waits instead of overloading
-    the participants into timeouts (saga_app/admission.py). The same value on every worker."""
+    the participants into timeouts (saga_app/admission.py). The same value on every worker.
+    250 keeps slow participants out of timeouts that 1,000 causes (README, "Bursts")."""
     queue_wait: float = field(default=60.0, metadata={"duration": True})
     """Longest a queued saga waits for room before it runs anyway."""
     sweep_interval: float = 0.25
