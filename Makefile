@@ -93,6 +93,10 @@ bench-e2e: kafka-fetch ## Sagas/s of the product beside the bare-aiokafka floor 
 bench-round: kafka-fetch ## CPU a Python client spends per fetch (by partitions assigned) and per produce request
 	$(PY) benchmarks/round_cost.py $(BENCH_ARGS)
 
+.PHONY: bench-hops
+bench-hops: kafka-fetch ## Where a saga's time goes at a steady load, hop by hop (BENCH_ARGS="--rate 10 --narrow")
+	$(PY) benchmarks/hops.py $(BENCH_ARGS)
+
 .PHONY: bench-ab
 bench-ab: kafka-fetch ## This checkout's product against commit BASE, runs alternated (BASE=HEAD~1 BENCH_ARGS="--rounds 3")
 	$(PY) benchmarks/ab.py $(BASE) $(BENCH_ARGS)

@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +53,9 @@ from services import Service  # noqa: E402
 from saga_app.registry import EXAMPLES, load_sagas  # noqa: E402
 from saga_app.settings import Settings  # noqa: E402
 from saga_app.topology import ensure_topics, worker_topics  # noqa: E402
+
+NARROW_SAGA = "saga_app.sagas.create_order"
+"""The one saga a narrow deployment runs."""
 
 MESSAGES_PER_SAGA = 14
 """As the floor counts them: the start, 4 commands, 4 replies and 5 changelog records (one per
@@ -110,6 +113,53 @@ def _package(frame: str) -> str:
     return path.split("/", 1)[0] if "/" in path else "python"
 
 
+@contextlib.contextmanager
+def running_product(
+    kafka: local_kafka.LocalKafka,
+    workdir: Path,
+    prefix: str,
+    workers: int = 1,
+    max_running: int = Settings.max_running,
+    narrow: bool = False,
+) -> Iterator[tuple[Settings, dict[str, int]]]:
+    """The product on `kafka`, ready: `workers` workers and the example participants, as
+    separate processes. Yields the settings and each process's pid. `narrow`: the workers run
+    only create_order and the participants only the ones it calls, as a deployment of that one
+    saga would, so each fetches fewer partitions."""
+    env = {
+        "SAGA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "SAGA_TOPIC_PREFIX": prefix,
+        "SAGA_STOCK_PER_SKU": str(10**9),  # every run is happy: stock never runs out
+        "SAGA_MAX_RUNNING": str(max_running),
+    }
+    settings = Settings.from_env(env)
+    asyncio.run(ensure_topics(settings, worker_topics(settings, load_sagas([EXAMPLES]))))
+    names = ["worker"] if workers == 1 else [f"worker{n}" for n in range(1, workers + 1)]
+    if narrow:
+        worker_env = {**env, "SAGA_SAGAS": NARROW_SAGA}
+        called = sorted(
+            {s.participant for s in load_sagas([NARROW_SAGA]).newest("create_order").steps}
+        )
+        specs = [f"participants.{name}:{name}" for name in called]
+        participants = Service("participant", env, workdir, name="participants", args=specs)
+    else:
+        worker_env, participants = env, Service("participants", env, workdir)
+    services = [Service("worker", worker_env, workdir, name=name) for name in names]
+    services.append(participants)
+    try:
+        for service in services:
+            service.start()
+        for service in services:
+            service.wait_ready()
+        yield (
+            settings,
+            {service.name: service.process.pid for service in services if service.process},
+        )
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+
 def product_run(
     kafka: local_kafka.LocalKafka,
     count: int,
@@ -121,24 +171,13 @@ def product_run(
     max_running: int = Settings.max_running,
     rates: Sequence[float] = (),
     participant_cores: float = 0.0,
+    narrow: bool = False,
 ) -> dict[str, float]:
-    bootstrap = kafka.bootstrap_servers
-    env = {
-        "SAGA_BOOTSTRAP_SERVERS": bootstrap,
-        "SAGA_TOPIC_PREFIX": prefix,
-        "SAGA_STOCK_PER_SKU": str(10**9),  # every run is happy: stock never runs out
-        "SAGA_MAX_RUNNING": str(max_running),
-    }
-    settings = Settings.from_env(env)
-    asyncio.run(ensure_topics(settings, worker_topics(settings, load_sagas([EXAMPLES]))))
-    names = ["worker"] if workers == 1 else [f"worker{n}" for n in range(1, workers + 1)]
-    services = [Service("worker", env, workdir, name=name).start() for name in names]
-    services.append(Service("participants", env, workdir).start())
-    capped = contextlib.ExitStack()
-    try:
-        for service in services:
-            service.wait_ready()
-        pids = {service.name: service.process.pid for service in services if service.process}
+    with (
+        running_product(kafka, workdir, prefix, workers, max_running, narrow) as (settings, pids),
+        contextlib.ExitStack() as capped,
+    ):
+        names = [name for name in pids if name.startswith("worker")]
         for name in names if worker_cores else ():
             capped.enter_context(cpu_capped(f"{prefix}{name}", pids[name], worker_cores))
         if participant_cores:
@@ -171,10 +210,6 @@ def product_run(
             finished = asyncio.run(run_batch(settings, sagas, timeout=600, rate=rate))
             used = cpu_per_thousand(pids, names, cpu_before, len(finished))
             figures |= {f"{name}_{k}": v for k, v in (latencies(finished) | used).items()}
-    finally:
-        capped.close()
-        for service in reversed(services):
-            service.stop()
     return figures
 
 
@@ -299,6 +334,12 @@ def main() -> None:
         help="more paced loads, in sagas/s, comma-separated (e.g. 100,200,300): latency at a"
         " fixed rate, the same for both sides, where half the maximum follows each side's own",
     )
+    parser.add_argument(
+        "--narrow",
+        action="store_true",
+        help="run the worker with create_order only and the participants it calls only, as a"
+        " deployment of that one saga would: each fetches fewer partitions",
+    )
     args = parser.parse_args()
     for cores in (args.worker_cores, args.participant_cores):
         if cores and (why := available(cores)):
@@ -311,6 +352,8 @@ def main() -> None:
         capped = f", each held to {args.worker_cores} of a core" if args.worker_cores else ""
         if args.participant_cores:
             capped += f", participants held to {args.participant_cores} of a core"
+        if args.narrow:
+            capped += ", create_order's processes only"
         print(
             f"{args.count} create_order sagas per run, all started at once, {args.workers}"
             f" worker(s){capped}, SAGA_MAX_RUNNING={args.max_running}; logs in {workdir}"
@@ -331,6 +374,7 @@ def main() -> None:
                     args.max_running,
                     args.rates,
                     args.participant_cores,
+                    args.narrow,
                 )
             )
             print(line(f"product run {n}", products[-1], args.rates), flush=True)
