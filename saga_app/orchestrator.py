@@ -253,16 +253,17 @@ class Orchestrator:
             log.exception("admission_failed", partition=partition)
         self.metrics.queued.set(self.admissions.queued())
 
-    def _sent_at_the_earliest(self, decision: Decision, after: SagaState) -> float:
-        """When the timers of a saga whose decision sent a command may fire at the earliest: the
-        command's whole timeout after it leaves. The timer counts from the record that caused
-        the command, which may have waited in this worker's backlog: 2,000 sagas started at once
-        on workers held to a quarter core had first commands sent 1.6 s after their start was
-        produced, and time out 1.4 s after they left."""
-        timer = after.timer
-        if not decision.commands or timer is None or timer.timer != "step":
+    def _held_until(self, state: SagaState) -> float:
+        """When the timers of a saga that has just sent the command it waits for may fire at the
+        earliest: the command's whole timeout after it leaves (0: no hold). Its timer counts
+        from the record that caused the command, which may have waited in this worker's
+        backlog (2,000 sagas started at once on workers held to a quarter core had first
+        commands sent 1.6 s after their start was produced, and time out 1.4 s after they left),
+        or be read again long after (`_catch_up`)."""
+        timer = state.timer
+        if timer is None or timer.timer != "step":
             return 0.0
-        return timer.due_at + max(0.0, self.clock() - after.updated_at)
+        return timer.due_at + max(0.0, self.clock() - state.updated_at)
 
     def _moved(self, saga_id: str) -> None:
         """The indexes know this saga's latest state: a takeover in progress leaves it be."""
@@ -300,8 +301,9 @@ class Orchestrator:
                 self.catalog.key(state.saga_id),
                 out.command.model_dump_json().encode(),
             )
-            grace = self.clock() + definition.step(out.command.step).timeout
-            self.deadlines.track(state.saga_id, state.timers(self.retention), not_before=grace)
+            self.deadlines.track(
+                state.saga_id, state.timers(self.retention), self._held_until(state)
+            )
             self._moved(state.saga_id)
         self.store.put(state)
 
@@ -328,9 +330,8 @@ class Orchestrator:
         self.store.put(after)
         self._moved(saga_id)
         self.admissions.update(after)
-        self.deadlines.track(
-            saga_id, after.timers(self.retention), self._sent_at_the_earliest(decision, after)
-        )
+        held = self._held_until(after) if decision.commands else 0.0
+        self.deadlines.track(saga_id, after.timers(self.retention), held)
         self.listing.update(after)
         self.metrics.observe(before, after, decision)
         if decision.events:  # one line per decision, named after its last event
