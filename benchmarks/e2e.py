@@ -19,6 +19,8 @@ participants fill too, a second worker brings no CPU with it, so it shows nothin
 With `--participant-cores 0.05`, the participants are held to a twentieth of a core: slow
 participants, whose backlog of commands the admission limit keeps under a step's timeout
 (2,000 at once: no step timed out at `--max-running 250`, 120 and 768 at 1,000, 7,296 at 2,000).
+With `--narrow`, the worker runs create_order only and the participants it calls only, as a
+deployment of that one saga would: each fetches fewer partitions (`make bench-hops`).
 The workers run with `SAGA_MAX_RUNNING` 250 (the default; `--max-running`): 1,750 of 2,000
 sagas started at once take the admission queue, and the figure measures it too (2,000 at
 once: ~630 sagas/s at 250, ~900 at 2,000, where none queue).
@@ -137,9 +139,8 @@ def running_product(
     names = ["worker"] if workers == 1 else [f"worker{n}" for n in range(1, workers + 1)]
     if narrow:
         worker_env = {**env, "SAGA_SAGAS": NARROW_SAGA}
-        called = sorted(
-            {s.participant for s in load_sagas([NARROW_SAGA]).newest("create_order").steps}
-        )
+        steps = load_sagas([NARROW_SAGA]).newest("create_order").steps
+        called = sorted({step.participant for step in steps})
         specs = [f"participants.{name}:{name}" for name in called]
         participants = Service("participant", env, workdir, name="participants", args=specs)
     else:
