@@ -9,7 +9,9 @@ without `--bootstrap` it starts its own broker. One Python process runs the shap
 The orchestrator loop writes one record to a compacted "changelog" topic per event it
 handles, as the product's table does, and only then sends the next command (the product's
 outbox rule). All sagas are started at once; it prints sagas/s, messages/s and the p50/p99
-saga latency. `make bench-e2e` will put the product's figures beside these.
+saga latency. `make bench-e2e` puts the product's figures beside these; with `--worker-cores`
+it runs the orchestrator loop as it runs the workers, in processes of its own, each held to a
+share of a core (`run(orchestrators=N, cores=C)`).
 """
 
 from __future__ import annotations
