@@ -199,7 +199,9 @@ async def run(
     done = asyncio.Event()
 
     async def finished(key: bytes) -> None:
-        latencies.append(time.monotonic() - started[key])
+        sent_at = started.pop(key, None)  # None: a saga's end read again after a rebalance
+        if sent_at is not None:
+            latencies.append(time.monotonic() - sent_at)
         if len(latencies) == count:
             done.set()
 
