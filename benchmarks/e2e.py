@@ -13,8 +13,8 @@ those loads (the floor: start sent to last reply read; the product: the start's 
 reply's timestamps, as `saga.events` carries them; each load after 3 s of itself that are not
 counted, while the broker compiles its code), and the CPU per saga at each: at half the
 maximum rate rounds hold few records, and each round's fetch and produce requests cost about as
-much as its sagas (`benchmarks/round_cost.py`): the product's paced loads kept both cores 90-93%
-busy, more than its maximum rate did (64-74%), where the floor's took 62-72%.
+much as its sagas (`benchmarks/round_cost.py`): the product's paced loads kept both cores 88-93%
+busy, more than its burst did (62-74%); the floor's 200/s load kept them 65-67% busy.
 With `--worker-cores 0.25`, each worker is held to a quarter of a core (`cpu_cap.py`, root):
 the workers are then the bottleneck, and `--workers 1` against `--workers 2` shows what a
 second worker on its own partitions buys. Uncapped, on two cores that the broker and the
@@ -281,8 +281,8 @@ LEAD_IN_SECONDS = 3.0
 """How long each paced load runs first without being counted. The broker compiles the code its
 new kind of traffic runs: at the start of the product's half-rate load, after the floor's loads
 and the product's burst, its JIT compiler took 77% of a core, and 18-34% for three seconds more.
-The half-rate load's slowest sagas had all started then (p99 306-332 ms; on a broker that had
-run that load before, 202 ms)."""
+The half-rate load's slowest sagas had all started then (p99 306-332 ms in scratch runs; after a
+3 s lead-in, 215 ms)."""
 
 
 def lead_in(rate: float) -> int:
