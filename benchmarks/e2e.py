@@ -213,8 +213,7 @@ def product_run(
         finished = asyncio.run(run_batch(settings, sagas, timeout=600))
         elapsed, load_cpu = time.monotonic() - began, time.process_time() - load_cpu
         warn_unless_completed(finished)
-        used = cpu_per_thousand(pids, names, cpu_before, len(finished))
-        used["machine_busy"] = busy_since(machine)
+        used = cpu_per_thousand(pids, names, cpu_before, machine, len(finished))
         for sampler in samplers:
             sampler.send_signal(signal.SIGINT)
             sampler.wait(timeout=60)
@@ -235,8 +234,7 @@ def product_run(
             machine = machine_jiffies()
             finished = asyncio.run(run_batch(settings, sagas, timeout=600, rate=rate))
             warn_unless_completed(finished)
-            used = cpu_per_thousand(pids, names, cpu_before, len(finished))
-            used["machine_busy"] = busy_since(machine)
+            used = cpu_per_thousand(pids, names, cpu_before, machine, len(finished))
             figures |= {f"{name}_{k}": v for k, v in (latencies(finished) | used).items()}
     return figures
 
@@ -251,16 +249,21 @@ def warn_unless_completed(finished: dict[str, tuple[str, str, float]]) -> None:
 
 
 def cpu_per_thousand(
-    pids: dict[str, int], workers: list[str], before: dict[str, float], sagas: int
+    pids: dict[str, int],
+    workers: list[str],
+    before: dict[str, float],
+    machine: tuple[int, int],
+    sagas: int,
 ) -> dict[str, float]:
     """CPU seconds per 1,000 sagas the workers, the participants and the broker used since
-    `before`."""
+    `before`, and how busy the machine was since `machine` (`machine_jiffies`)."""
     per_thousand = 1000 / max(sagas, 1)
     used = {name: (cpu_seconds(pid) - before[name]) * per_thousand for name, pid in pids.items()}
     return {
         "worker_cpu": sum(used[name] for name in workers),
         "participants_cpu": used["participants"],
         "broker_cpu": used["broker"],
+        "machine_busy": busy_since(machine),
     }
 
 
