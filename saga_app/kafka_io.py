@@ -31,7 +31,7 @@ from faust.stores.memory import Store as MemoryStore
 from faust.stores.rocksdb import RocksDBOptions
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import _current_event
-from faust.transport.drivers.aiokafka import Consumer, Producer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Producer
 from faust.types import TP
 from faust.types.auth import CredentialsT
 
@@ -216,6 +216,26 @@ class _ChangelogEvent:
         self.message, self.key, self.value = message, message.key, message.value
 
 
+FETCH_MAX_WAIT_MS = 100
+"""How long the broker may hold a fetch that finds no new records (faust: 1,500 ms).
+
+aiokafka keeps one fetch in flight per broker, and it leaves out the partitions whose records
+were fetched but not yet taken by a round. Records that arrive on those partitions wait until
+that fetch returns. With faust's 1.5 s, 10 of 38 bursts of 2,000 sagas stood still, every
+process idle, for ~1.4 s (414-473 sagas/s instead of 570-840); at 100 ms, none of 35 did, and
+an idle worker costs no more. At 25 ms the extra empty fetches cost more than they saved."""
+
+
+class _SagaConsumerThread(AIOKafkaConsumerThread):
+    """Faust's consumer thread, whose aiokafka consumer waits at most `FETCH_MAX_WAIT_MS` for
+    records (faust passes a fixed 1,500 ms)."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when it starts its fetcher
+        return consumer
+
+
 class _SagaConsumer(Consumer):
     """Faust's aiokafka consumer with a fetch loop of its own for the topics `consume` names.
 
@@ -248,6 +268,9 @@ class _SagaConsumer(Consumer):
         """Per input partition, the offset after the last record processed and flushed."""
         self._round = asyncio.Lock()
         """Held while a round of records is processed and flushed."""
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return _SagaConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:
         """Fetch, process, flush, until the consumer or `fetcher` stops (faust's fetch loop)."""

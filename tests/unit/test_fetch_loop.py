@@ -16,7 +16,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from saga_app.kafka_io import make_faust_app
+from saga_app.kafka_io import FETCH_MAX_WAIT_MS, make_faust_app
 from saga_app.settings import Settings
 from saga_app.staged import StagedWrites, StateNotStored
 from tests.unit.test_staged import FakeProducer, settles
@@ -347,3 +347,14 @@ async def test_faust_metrics_count_the_records_read_once_a_batch(loop: Loop) -> 
         "faust_messages_received_per_topics_partition", {"topic": TOPIC, "partition": "0"}
     )
     assert (per_topic, read_to) == (4, 7)
+
+
+async def test_a_fetch_waits_for_new_records_at_most_a_tenth_of_a_second(tmp_path: Any) -> None:
+    """aiokafka leaves partitions with records not yet taken out of the fetch in flight, so
+    records arriving there wait for it to return: faust lets the broker hold it 1.5 s."""
+    app = make_faust_app(Settings(data_dir=tmp_path, store="memory://"), "fetch-wait-test")
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    try:
+        assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS == 100
+    finally:
+        await consumer.stop()
