@@ -23,12 +23,12 @@ The floor's orchestrator loop is then held the same way, in as many processes of
 quarter of a core: 1,262-1,287 sagas/s with one, 2,187-2,422 with two).
 With `--participant-cores 0.05`, the participants are held to a twentieth of a core: slow
 participants, whose backlog of commands the admission limit keeps under a step's timeout
-(2,000 at once: no step timed out at `--max-running 250`, 120 and 768 at 1,000, 7,296 at 2,000).
+(2,000 at once: no step timed out at `--max-running` 250, 500 or 1,000, 519 at 2,000).
 With `--narrow`, the worker runs create_order only and the participants it calls only, as a
 deployment of that one saga would: each fetches fewer partitions (`make bench-hops`).
-The workers run with `SAGA_MAX_RUNNING` 250 (the default; `--max-running`): 1,750 of 2,000
+The workers run with `SAGA_MAX_RUNNING` 500 (the default; `--max-running`): 1,500 of 2,000
 sagas started at once take the admission queue, and the figure measures it too (2,000 at
-once: ~630 sagas/s at 250, ~900 at 2,000, where none queue).
+once, alternated: 1,053 sagas/s at 250, 1,129 at 500).
 With `--profile`, py-spy samples the worker and the participants during each product run and
 a summary of where their time went follows (the raw stacks stay in the log folder).
 """
@@ -393,7 +393,7 @@ def main() -> None:
         type=int,
         default=Settings.max_running,
         help="SAGA_MAX_RUNNING for the workers: starts beyond it take the admission queue, which"
-        " a burst larger than it pays for (2,000 at once: ~630 sagas/s at 250, ~900 at 2,000)",
+        " a burst larger than it pays for (2,000 at once: 1,053 sagas/s at 250, 1,129 at 500)",
     )
     parser.add_argument(
         "--rates",
