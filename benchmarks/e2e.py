@@ -48,6 +48,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "benchmarks")]
@@ -206,14 +207,25 @@ def product_run(
             capped.enter_context(cpu_capped(f"{prefix}{name}", pids[name], participant_cores))
         stacks = {name: workdir / f"{prefix}{name}.stacks" for name in pids}
         pids["broker"] = kafka.pid(1) or 0
+
+        def measured(
+            sagas: list[Any], rate: float | None = None
+        ) -> tuple[dict[str, Any], dict[str, float], float]:
+            """Run a load (all at once, or `rate` per second): its finished sagas, what the
+            processes used (`cpu_per_thousand`), and its seconds."""
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            began, machine = time.monotonic(), machine_jiffies()
+            finished = asyncio.run(run_batch(settings, sagas, timeout=600, rate=rate))
+            elapsed = time.monotonic() - began
+            warn_unless_completed(finished)
+            used = cpu_per_thousand(pids, names, cpu_before, machine, len(finished))
+            return finished, used, elapsed
+
         samplers = [py_spy(pids[name], stacks[name]) for name in stacks] if profile else []
-        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         sagas = batch(count, ["create_order"], happy=True)
-        began, load_cpu, machine = time.monotonic(), time.process_time(), machine_jiffies()
-        finished = asyncio.run(run_batch(settings, sagas, timeout=600))
-        elapsed, load_cpu = time.monotonic() - began, time.process_time() - load_cpu
-        warn_unless_completed(finished)
-        used = cpu_per_thousand(pids, names, cpu_before, machine, len(finished))
+        load_cpu = time.process_time()
+        finished, used, elapsed = measured(sagas)
+        load_cpu = time.process_time() - load_cpu
         for sampler in samplers:
             sampler.send_signal(signal.SIGINT)
             sampler.wait(timeout=60)
@@ -229,12 +241,7 @@ def product_run(
         for name, rate, paced in paced_loads(figures["sagas_per_s"], rates):
             leading = batch(lead_in(rate), ["create_order"], happy=True)
             asyncio.run(run_batch(settings, leading, timeout=600, rate=rate))
-            sagas = batch(paced, ["create_order"], happy=True)
-            cpu_before = {process: cpu_seconds(pid) for process, pid in pids.items()}
-            machine = machine_jiffies()
-            finished = asyncio.run(run_batch(settings, sagas, timeout=600, rate=rate))
-            warn_unless_completed(finished)
-            used = cpu_per_thousand(pids, names, cpu_before, machine, len(finished))
+            finished, used, _ = measured(batch(paced, ["create_order"], happy=True), rate)
             figures |= {f"{name}_{k}": v for k, v in (latencies(finished) | used).items()}
     return figures
 
