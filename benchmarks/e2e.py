@@ -29,6 +29,10 @@ deployment of that one saga would: each fetches fewer partitions (`make bench-ho
 The workers run with `SAGA_MAX_RUNNING` 500 (the default; `--max-running`): 1,500 of 2,000
 sagas started at once take the admission queue, and the figure measures it too (2,000 at
 once, alternated: 1,053 sagas/s at 250, 1,129 at 500).
+With `--contract`, each run has a third side: the contract floor, the floor carrying the
+records and bytes the product's contract puts on the broker per saga (`floor.CONTRACT`: 32
+records and 18.6 kB against the floor's 14 and ~1 kB), and the ratio product / contract floor
+follows: what the product's own machinery costs, apart from what its contract costs.
 With `--profile`, py-spy samples the worker and the participants during each product run and
 a summary of where their time went follows (the raw stacks stay in the log folder).
 """
@@ -313,6 +317,7 @@ def floor_run(
     rates: Sequence[float] = (),
     workers: int = 1,
     worker_cores: float = 0.0,
+    traffic: floor.Traffic = floor.BARE,
 ) -> dict[str, float]:
     """The floor at its maximum rate, then at the same paced loads as the product. With
     `worker_cores`, its orchestrator loop runs as the workers do: in `workers` processes of
@@ -320,9 +325,12 @@ def floor_run(
     bootstrap, broker = kafka.bootstrap_servers, kafka.pid(1) or 0
     orchestrators = workers if worker_cores else 0
 
+    def run(sagas: int, rate: float | None = None) -> dict[str, float]:
+        return asyncio.run(floor.run(bootstrap, sagas, rate, orchestrators, worker_cores, traffic))
+
     def measured(sagas: int, rate: float | None = None) -> dict[str, float]:
         broker_cpu, cpu, machine = cpu_seconds(broker), time.process_time(), machine_jiffies()
-        figures = asyncio.run(floor.run(bootstrap, sagas, rate, orchestrators, worker_cores))
+        figures = run(sagas, rate)
         figures["floor_cpu"] = (time.process_time() - cpu) * 1000 / sagas
         figures["broker_cpu"] = (cpu_seconds(broker) - broker_cpu) * 1000 / sagas
         figures["machine_busy"] = busy_since(machine)
@@ -330,7 +338,7 @@ def floor_run(
 
     figures = measured(count)
     for name, rate, paced in paced_loads(figures["sagas_per_s"], rates):
-        asyncio.run(floor.run(bootstrap, lead_in(rate), rate, orchestrators, worker_cores))
+        run(lead_in(rate), rate)
         paced_figures = measured(paced, rate)
         figures |= {
             f"{name}_{k}": paced_figures[k]
@@ -415,6 +423,12 @@ def main() -> None:
         help="run the worker with create_order only and the participants it calls only, as a"
         " deployment of that one saga would: each fetches fewer partitions",
     )
+    parser.add_argument(
+        "--contract",
+        action="store_true",
+        help="run the contract floor too: the floor carrying the records and bytes the"
+        " product's contract puts on the broker per saga (benchmarks/floor.py, CONTRACT)",
+    )
     args = parser.parse_args()
     for cores in (args.worker_cores, args.participant_cores):
         if cores and (why := available(cores)):
@@ -424,7 +438,7 @@ def main() -> None:
         local_kafka.free_port(), 1, workdir / "kafka", verbose=False, heap=BROKER_HEAP
     )
     kafka.up()
-    floors, products = [], []
+    floors, contract_floors, products = [], [], []
     try:
         capped = f", each held to {args.worker_cores} of a core" if args.worker_cores else ""
         if args.participant_cores:
@@ -444,17 +458,25 @@ def main() -> None:
             args.participant_cores,
             args.narrow,
         )
+        floor_options = (args.workers, args.worker_cores)
         for n in range(1, args.runs + 1):
-            floors.append(floor_run(kafka, args.count, args.rates, args.workers, args.worker_cores))
+            floors.append(floor_run(kafka, args.count, args.rates, *floor_options))
             print(line(f"floor run {n}", floors[-1], args.rates), flush=True)
+            if args.contract:
+                contract_floors.append(
+                    floor_run(kafka, args.count, args.rates, *floor_options, floor.CONTRACT)
+                )
+                print(line(f"contract floor {n}", contract_floors[-1], args.rates), flush=True)
             products.append(product_run(kafka, args.count, workdir, f"e2e{n}.", *options))
             print(line(f"product run {n}", products[-1], args.rates), flush=True)
     finally:
         kafka.down()
-    ratio = statistics.median(p["sagas_per_s"] for p in products) / statistics.median(
-        f["sagas_per_s"] for f in floors
-    )
+    product = statistics.median(p["sagas_per_s"] for p in products)
+    ratio = product / statistics.median(f["sagas_per_s"] for f in floors)
     print(f"product / floor (median sagas/s): {ratio:.3f}   (goal >= 0.5)")
+    if contract_floors:
+        ratio = product / statistics.median(f["sagas_per_s"] for f in contract_floors)
+        print(f"product / contract floor (median sagas/s): {ratio:.3f}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,12 @@ outbox rule). All sagas are started at once; it prints sagas/s, messages/s and t
 saga latency. `make bench-e2e` puts the product's figures beside these; with `--worker-cores`
 it runs the orchestrator loop as it runs the workers, in processes of its own, each held to a
 share of a core (`run(orchestrators=N, cores=C)`).
+
+With `--contract` it carries what the product's contract puts on the broker per saga
+(`CONTRACT`): the saga state as the changelog value, two `saga.events` records per event
+handled (which the load follows, as the product's load generator does), and the participants'
+two changelog records per command, stored before the reply. Still no validation, no store and
+no Faust: what is left between this and the product is the product's own machinery.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import time
 import uuid
 from asyncio.subprocess import PIPE, Process
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -40,26 +48,75 @@ from cpu_cap import cpu_capped  # noqa: E402
 
 STEPS = 4
 PARTITIONS = 4
-MESSAGES_PER_SAGA = 1 + 2 * STEPS + (STEPS + 1)
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """The records a saga puts on the broker, and their sizes in bytes (0: as small as the
+    floor's own JSON makes them)."""
+
+    start: int = 0
+    state: int = 0
+    """The changelog record per event handled."""
+    command: int = 0
+    reply: int = 0
+    event: int = 0
+    """Each of the two `events` records per event handled (0: no events; the saga's end is
+    then noted where the orchestrator handles it)."""
+    dedupe: tuple[int, ...] = ()
+    """The participant's changelog records per command, stored before it replies."""
+
+    @property
+    def messages_per_saga(self) -> int:
+        events = 2 * (STEPS + 1) if self.event else 0
+        return 1 + 2 * STEPS + (STEPS + 1) + events + STEPS * len(self.dedupe)
+
+
+BARE = Traffic()
 """The start, a command and a reply per step, and a changelog record per event handled."""
 
+CONTRACT = Traffic(start=215, state=2100, command=400, reply=315, event=226, dedupe=(340, 135))
+"""What the product wrote per create_order saga (`make bench-e2e`, 2026-12-06, read from the
+broker's log segments): 2.1 kB of state per changelog record, 10.4 events of 226 bytes, a
+340-byte `answered` and a 135-byte `records` changelog record per command; 32.7 records and
+18.6 kB per saga in all (the floor: 14 records, ~1 kB)."""
 
-async def create_topics(bootstrap: str, prefix: str) -> None:
+EVENTS = ["saga_started", *["step_started", "step_succeeded"] * STEPS, "saga_completed"]
+"""The events of a saga that goes to plan, two per event the orchestrator handles."""
+
+
+def padded(document: dict[str, Any], size: int) -> bytes:
+    """`document` as JSON, made `size` bytes long (if shorter) by a filler field."""
+    raw = json.dumps(document)
+    if len(raw) + 12 < size:
+        raw = json.dumps({**document, "pad": "x" * (size - len(raw) - 12)})
+    return raw.encode()
+
+
+async def create_topics(bootstrap: str, prefix: str, traffic: Traffic) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        plain = [NewTopic(f"{prefix}{name}", PARTITIONS, 1) for name in ("in", "commands", "done")]
-        compacted = NewTopic(
-            f"{prefix}changelog", PARTITIONS, 1, topic_configs={"cleanup.policy": "compact"}
-        )
-        await admin.create_topics([*plain, compacted])
+        names = ["in", "commands", "done", *(["events"] if traffic.event else [])]
+        plain = [NewTopic(f"{prefix}{name}", PARTITIONS, 1) for name in names]
+        stored = ["changelog", *(f"dedupe{n}" for n in range(len(traffic.dedupe)))]
+        compacted = [
+            NewTopic(f"{prefix}{name}", PARTITIONS, 1, topic_configs={"cleanup.policy": "compact"})
+            for name in stored
+        ]
+        await admin.create_topics([*plain, *compacted])
     finally:
         await admin.close()
 
 
 def producer_for(bootstrap: str) -> AIOKafkaProducer:
+    """Configured as the product's producers are (`Settings.producer_batch_bytes`)."""
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=0,
+        max_batch_size=1_000_000,
     )
 
 
@@ -72,41 +129,72 @@ def consumer_for(bootstrap: str, group: str | None) -> AIOKafkaConsumer:
     )
 
 
+class Outbox:
+    """Messages that leave only once the records they follow from are stored."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+        self._held: set[asyncio.Task[None]] = set()
+
+    def send_after(
+        self, stored: list[asyncio.Future[Any]], key: bytes, messages: list[tuple[str, bytes]]
+    ) -> None:
+        task = asyncio.create_task(self._send_after(stored, key, messages))
+        self._held.add(task)
+        task.add_done_callback(self._held.discard)
+
+    async def _send_after(
+        self, stored: list[asyncio.Future[Any]], key: bytes, messages: list[tuple[str, bytes]]
+    ) -> None:
+        await asyncio.gather(*stored)
+        for topic, value in messages:
+            await self.producer.send(topic, value, key=key)
+
+
 async def orchestrate(
     consumer: AIOKafkaConsumer,
     producer: AIOKafkaProducer,
     prefix: str,
     finished: Callable[[bytes], Awaitable[None]],
+    traffic: Traffic = BARE,
 ) -> None:
-    """The orchestrator loop: a changelog record per event, and the next command only once that
-    record is stored (the product's rule); `finished` gets the key of each saga's last reply."""
-    held: set[asyncio.Task[None]] = set()
-
-    async def send_after(stored: asyncio.Future[object], key: bytes, command: bytes) -> None:
-        await stored
-        await producer.send(f"{prefix}commands", command, key=key)
-
+    """The orchestrator loop: a changelog record per event, and the next command (and the
+    events) only once that record is stored (the product's rule); `finished` gets the key of
+    each saga's last reply, unless the saga's end is an event the load follows."""
+    outbox = Outbox(producer)
     async for record in consumer:
         assert record.key is not None and record.value is not None
         event = json.loads(record.value)
-        step = event["step"]
-        state = json.dumps({"saga_id": event["saga_id"], "step": step}).encode()
+        step, saga_id = event["step"], event["saga_id"]
+        state = padded({"saga_id": saga_id, "step": step}, traffic.state)
         stored = await producer.send(f"{prefix}changelog", state, key=record.key)
+        messages = [
+            (f"{prefix}events", padded({"saga_id": saga_id, "event": name}, traffic.event))
+            for name in (EVENTS[2 * step : 2 * step + 2] if traffic.event else ())
+        ]
         if step < STEPS:
-            command = json.dumps({"saga_id": event["saga_id"], "step": step + 1}).encode()
-            task = asyncio.create_task(send_after(stored, record.key, command))
-            held.add(task)
-            task.add_done_callback(held.discard)
-        else:
+            command = padded({"saga_id": saga_id, "step": step + 1}, traffic.command)
+            messages.append((f"{prefix}commands", command))
+        if messages:
+            outbox.send_after([stored], record.key, messages)
+        if step == STEPS and not traffic.event:
             await finished(record.key)
 
 
-async def participate(consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, prefix: str) -> None:
+async def participate(
+    consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, prefix: str, traffic: Traffic = BARE
+) -> None:
+    """Replies to each command, after storing its dedupe records (if the traffic has them)."""
+    outbox = Outbox(producer)
     async for record in consumer:
-        assert record.value is not None
+        assert record.key is not None and record.value is not None
         command = json.loads(record.value)
         reply = {"saga_id": command["saga_id"], "step": command["step"], "ok": True}
-        await producer.send(f"{prefix}in", json.dumps(reply).encode(), key=record.key)
+        stored = [
+            await producer.send(f"{prefix}dedupe{n}", padded(reply, size), key=record.key)
+            for n, size in enumerate(traffic.dedupe)
+        ]
+        outbox.send_after(stored, record.key, [(f"{prefix}in", padded(reply, traffic.reply))])
 
 
 class _Announced(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -119,9 +207,10 @@ class _Announced(ConsumerRebalanceListener):  # type: ignore[misc]
         print(f"assigned {len(assigned)}", flush=True)
 
 
-async def orchestrator_process(bootstrap: str, prefix: str) -> None:
+async def orchestrator_process(bootstrap: str, prefix: str, traffic: Traffic) -> None:
     """The orchestrator loop alone, one of a group of such processes (`--orchestrators`): each
-    saga's end goes to the `done` topic, which the process that started it reads."""
+    saga's end goes to the `done` topic (or is an event), which the process that started it
+    reads."""
     producer = producer_for(bootstrap)
     await producer.start()
     consumer = consumer_for(bootstrap, f"{prefix}orchestrator")
@@ -131,16 +220,17 @@ async def orchestrator_process(bootstrap: str, prefix: str) -> None:
     async def finished(key: bytes) -> None:
         await producer.send(f"{prefix}done", b"", key=key)
 
-    await orchestrate(consumer, producer, prefix, finished)
+    await orchestrate(consumer, producer, prefix, finished, traffic)
 
 
 @contextlib.asynccontextmanager
 async def orchestrator_processes(
-    bootstrap: str, prefix: str, count: int, cores: float
+    bootstrap: str, prefix: str, count: int, cores: float, traffic: Traffic
 ) -> AsyncIterator[None]:
     """`count` processes of the orchestrator loop, once they share the partitions, each held to
     `cores` of a core (0: not held), as `bench-e2e --worker-cores` holds the workers."""
     argv = [__file__, "--bootstrap", bootstrap, "--orchestrator-of", prefix]
+    argv += ["--contract"] if traffic == CONTRACT else []
     children = [
         await asyncio.create_subprocess_exec(sys.executable, *argv, stdout=PIPE)
         for _ in range(count)
@@ -187,11 +277,12 @@ async def run(
     rate: float | None = None,
     orchestrators: int = 0,
     cores: float = 0.0,
+    traffic: Traffic = BARE,
 ) -> dict[str, float]:
     """`count` sagas, all started at once or `rate` per second. The orchestrator loop runs in
     this process, or with `orchestrators` > 0 in that many of its own, each held to `cores`."""
     prefix = f"floor-{uuid.uuid4().hex[:6]}."
-    await create_topics(bootstrap, prefix)
+    await create_topics(bootstrap, prefix, traffic)
     producer = producer_for(bootstrap)
     await producer.start()
     started: dict[bytes, float] = {}
@@ -205,31 +296,32 @@ async def run(
         if len(latencies) == count:
             done.set()
 
-    async def read_done(consumer: AIOKafkaConsumer) -> None:
+    async def read_ends(consumer: AIOKafkaConsumer) -> None:
         async for record in consumer:
-            assert record.key is not None
-            await finished(record.key)
+            assert record.key is not None and record.value is not None
+            if not traffic.event or json.loads(record.value)["event"] == "saga_completed":
+                await finished(record.key)
 
     participant_in = consumer_for(bootstrap, f"{prefix}participant")
     participant_in.subscribe([f"{prefix}commands"])
-    if orchestrators:
-        loop_in = consumer_for(bootstrap, None)
-        loop_in.subscribe([f"{prefix}done"])
-        loop = read_done(loop_in)
-    else:
+    consumers, loops = [participant_in], [participate(participant_in, producer, prefix, traffic)]
+    if not orchestrators:
         loop_in = consumer_for(bootstrap, f"{prefix}orchestrator")
         loop_in.subscribe([f"{prefix}in"])
-        loop = orchestrate(loop_in, producer, prefix, finished)
-    await participant_in.start()
-    await loop_in.start()
-    tasks = [
-        asyncio.create_task(loop),
-        asyncio.create_task(participate(participant_in, producer, prefix)),
-    ]
+        consumers.append(loop_in)
+        loops.append(orchestrate(loop_in, producer, prefix, finished, traffic))
+    if orchestrators or traffic.event:
+        ends = consumer_for(bootstrap, None)
+        ends.subscribe([f"{prefix}events" if traffic.event else f"{prefix}done"])
+        consumers.append(ends)
+        loops.append(read_ends(ends))
+    for consumer in consumers:
+        await consumer.start()
+    tasks = [asyncio.create_task(loop) for loop in loops]
     async with contextlib.AsyncExitStack() as stack:
         if orchestrators:
             await stack.enter_async_context(
-                orchestrator_processes(bootstrap, prefix, orchestrators, cores)
+                orchestrator_processes(bootstrap, prefix, orchestrators, cores, traffic)
             )
         began = time.monotonic()
         for n in range(count):
@@ -237,19 +329,19 @@ async def run(
                 await asyncio.sleep(max(0.0, began + n / rate - time.monotonic()))
             key = f"s{n}".encode()
             started[key] = time.monotonic()
-            start = {"saga_id": key.decode(), "step": 0}
-            await producer.send(f"{prefix}in", json.dumps(start).encode(), key=key)
+            start = padded({"saga_id": key.decode(), "step": 0}, traffic.start)
+            await producer.send(f"{prefix}in", start, key=key)
         await asyncio.wait_for(done.wait(), timeout=600)
         elapsed = time.monotonic() - began
     for task in tasks:
         task.cancel()
-    await loop_in.stop()
-    await participant_in.stop()
+    for consumer in consumers:
+        await consumer.stop()
     await producer.stop()
     latencies.sort()
     return {
         "sagas_per_s": count / elapsed,
-        "messages_per_s": count * MESSAGES_PER_SAGA / elapsed,
+        "messages_per_s": count * traffic.messages_per_saga / elapsed,
         "p50_s": statistics.median(latencies),
         "p99_s": latencies[int(len(latencies) * 0.99) - 1],
     }
@@ -260,10 +352,14 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=2000, help="sagas, all started at once")
     parser.add_argument("--runs", type=int, default=2, help="runs (this machine is noisy)")
     parser.add_argument("--bootstrap", help="an existing broker; default: start one")
+    parser.add_argument(
+        "--contract", action="store_true", help="carry the product's records and bytes per saga"
+    )
     parser.add_argument("--orchestrator-of", help=argparse.SUPPRESS)  # a child of `run`
     args = parser.parse_args()
+    traffic = CONTRACT if args.contract else BARE
     if args.orchestrator_of:
-        asyncio.run(orchestrator_process(args.bootstrap, args.orchestrator_of))
+        asyncio.run(orchestrator_process(args.bootstrap, args.orchestrator_of, traffic))
         return
     kafka = None
     bootstrap = args.bootstrap
@@ -274,9 +370,10 @@ def main() -> None:
         bootstrap = kafka.bootstrap_servers
     try:
         for n in range(1, args.runs + 1):
-            figures = asyncio.run(run(bootstrap, args.count))
+            figures = asyncio.run(run(bootstrap, args.count, traffic=traffic))
+            label = "contract floor" if args.contract else "floor"
             print(
-                f"floor run {n}: {args.count} sagas  {figures['sagas_per_s']:7.0f} sagas/s  "
+                f"{label} run {n}: {args.count} sagas  {figures['sagas_per_s']:7.0f} sagas/s  "
                 f"{figures['messages_per_s']:7.0f} messages/s  "
                 f"p50 {figures['p50_s'] * 1000:6.0f} ms  p99 {figures['p99_s'] * 1000:6.0f} ms",
                 flush=True,
