@@ -184,17 +184,22 @@ async def orchestrate(
 async def participate(
     consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, prefix: str, traffic: Traffic = BARE
 ) -> None:
-    """Replies to each command, after storing its dedupe records (if the traffic has them)."""
+    """Replies to each command: at once, or once its dedupe records (if the traffic has them)
+    are stored."""
     outbox = Outbox(producer)
     async for record in consumer:
         assert record.key is not None and record.value is not None
         command = json.loads(record.value)
         reply = {"saga_id": command["saga_id"], "step": command["step"], "ok": True}
+        answer = padded(reply, traffic.reply)
+        if not traffic.dedupe:
+            await producer.send(f"{prefix}in", answer, key=record.key)
+            continue
         stored = [
             await producer.send(f"{prefix}dedupe{n}", padded(reply, size), key=record.key)
             for n, size in enumerate(traffic.dedupe)
         ]
-        outbox.send_after(stored, record.key, [(f"{prefix}in", padded(reply, traffic.reply))])
+        outbox.send_after(stored, record.key, [(f"{prefix}in", answer)])
 
 
 class _Announced(ConsumerRebalanceListener):  # type: ignore[misc]
