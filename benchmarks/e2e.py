@@ -473,13 +473,20 @@ def main() -> None:
             args.participant_cores,
             args.narrow,
         )
-        floor_options = (args.workers, args.worker_cores)
         for n in range(1, args.runs + 1):
-            floors.append(floor_run(kafka, args.count, args.rates, *floor_options))
+            floors.append(floor_run(kafka, args.count, args.rates, args.workers, args.worker_cores))
             print(line(f"floor run {n}", floors[-1], args.rates), flush=True)
             if args.contract:
                 contract_floors.append(
-                    floor_run(kafka, args.count, args.rates, *floor_options, floor.CONTRACT, True)
+                    floor_run(
+                        kafka,
+                        args.count,
+                        args.rates,
+                        args.workers,
+                        args.worker_cores,
+                        traffic=floor.CONTRACT,
+                        apart=True,
+                    )
                 )
                 print(line(f"contract floor {n}", contract_floors[-1], args.rates), flush=True)
             products.append(product_run(kafka, args.count, workdir, f"e2e{n}.", *options))

@@ -33,7 +33,7 @@ import time
 import uuid
 from asyncio.subprocess import PIPE, Process
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +85,18 @@ EVENTS = ["saga_started", *["step_started", "step_succeeded"] * STEPS, "saga_com
 """The events of a saga that goes to plan, two per event the orchestrator handles."""
 
 
+def events_after(step: int) -> list[str]:
+    """The two events the orchestrator publishes once it has handled the input of `step` (0:
+    the start)."""
+    return EVENTS[2 * step : 2 * step + 2]
+
+
 def padded(document: dict[str, Any], size: int) -> bytes:
     """`document` as JSON, made `size` bytes long (if shorter) by a filler field."""
     raw = json.dumps(document)
-    if len(raw) + 12 < size:
-        raw = json.dumps({**document, "pad": "x" * (size - len(raw) - 12)})
+    filler = size - len(json.dumps({**document, "pad": ""}))
+    if filler > 0:
+        raw = json.dumps({**document, "pad": "x" * filler})
     return raw.encode()
 
 
@@ -170,7 +177,7 @@ async def orchestrate(
         stored = await producer.send(f"{prefix}changelog", state, key=record.key)
         messages = [
             (f"{prefix}events", padded({"saga_id": saga_id, "event": name}, traffic.event))
-            for name in (EVENTS[2 * step : 2 * step + 2] if traffic.event else ())
+            for name in (events_after(step) if traffic.event else ())
         ]
         if step < STEPS:
             command = padded({"saga_id": saga_id, "step": step + 1}, traffic.command)
@@ -235,7 +242,7 @@ async def orchestrator_processes(
     """`count` processes of the orchestrator loop, once they share the partitions, each held to
     `cores` of a core (0: not held), as `bench-e2e --worker-cores` holds the workers."""
     argv = [__file__, "--bootstrap", bootstrap, "--orchestrator-of", prefix]
-    argv += ["--contract"] if traffic == CONTRACT else []
+    argv += ["--traffic", json.dumps(asdict(traffic))]
     children = [
         await asyncio.create_subprocess_exec(sys.executable, *argv, stdout=PIPE)
         for _ in range(count)
@@ -360,9 +367,13 @@ def main() -> None:
     parser.add_argument(
         "--contract", action="store_true", help="carry the product's records and bytes per saga"
     )
-    parser.add_argument("--orchestrator-of", help=argparse.SUPPRESS)  # a child of `run`
+    parser.add_argument("--orchestrator-of", help=argparse.SUPPRESS)  # a child of `run`,
+    parser.add_argument("--traffic", help=argparse.SUPPRESS)  # carrying the run's traffic
     args = parser.parse_args()
     traffic = CONTRACT if args.contract else BARE
+    if args.traffic:
+        given = json.loads(args.traffic)
+        traffic = Traffic(**{**given, "dedupe": tuple(given["dedupe"])})
     if args.orchestrator_of:
         asyncio.run(orchestrator_process(args.bootstrap, args.orchestrator_of, traffic))
         return
