@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 import structlog
-from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
@@ -24,6 +23,7 @@ from saga_app.kafka_io import (
     SagaRepository,
     derived_state_table,
     highwater,
+    install_metrics,
     make_faust_app,
     readiness,
     takeover_offsets,
@@ -91,7 +91,7 @@ class SagaWorker:
             topic = self.app.topic(self.catalog.domain(name), key_type=bytes, value_type=bytes)
             self.app.consume(topic, self.correlator.handle)
         self.app.timer(settings.sweep_interval, name="sweep")(self._sweep)
-        setup_prometheus_sensors(self.app, "/metrics", self.metrics.registry, "faust")
+        install_metrics(self.app, self.metrics.registry)
         install_views(self)
 
     def owned_partitions(self) -> frozenset[int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
@@ -25,7 +26,7 @@ from aiohttp.typedefs import Middleware
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from faust.sensors.monitor import Monitor
-from faust.sensors.prometheus import PrometheusMonitor
+from faust.sensors.prometheus import PrometheusMonitor, setup_prometheus_sensors
 from faust.stores.base import SerializedStore
 from faust.stores.memory import Store as MemoryStore
 from faust.stores.rocksdb import RocksDBOptions
@@ -34,9 +35,11 @@ from faust.streams import _current_event
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Producer
 from faust.types import TP
 from faust.types.auth import CredentialsT
+from prometheus_client import CollectorRegistry
 
 from saga_app.connection import ssl_context
 from saga_app.deliveries import DeliveryFailed, PendingDeliveries
+from saga_app.metrics import LoopMetrics
 from saga_app.record import Record
 from saga_app.settings import Settings
 from saga_app.staged import StagedWrites
@@ -303,8 +306,10 @@ class _SagaConsumer(Consumer):
             if fetched_for is None or self._assignment() is not fetched_for:
                 return  # the new assignment reads these partitions from their committed offsets
             app: _SagaApp = self.app  # type: ignore[assignment]
+            began = time.perf_counter()
             active = self._get_active_partitions()
             processed: dict[TP, int] = {}
+            handled = 0
             for tp, batch in records.items():
                 if not batch:
                     continue
@@ -316,9 +321,12 @@ class _SagaConsumer(Consumer):
                 else:
                     await self._handle(tp, batch, handle)
                     processed[tp] = batch[-1].offset + 1
+                    handled += len(batch)
+            flushing = time.perf_counter()
             if processed:
                 await app.staged.flush()  # raises StateNotStored: the loop stops the process
                 self._processed.update(processed)
+            app.loop_metrics.round(handled, flushing - began, time.perf_counter() - flushing)
 
     async def _recover(self, tp: TP, batch: list[Any]) -> None:
         """Apply a batch of changelog records to its table's store, in offset order.
@@ -438,6 +446,8 @@ class _SagaApp(faust.App):
         super().__init__(*args, **kwargs)
         self.staged = StagedWrites(self._send_batch, on_stored=self._persisted)
         self.handlers: dict[str, Handler] = {}
+        self.loop_metrics = LoopMetrics(CollectorRegistry())
+        """How busy the fetch loop is; `install_metrics` puts it on the app's `/metrics`."""
 
     def consume(self, topic: Any, handle: Handler) -> None:
         """Subscribe to `topic` (a faust topic, of one or more names): `handle` gets its records
@@ -619,6 +629,13 @@ def make_faust_app(
         table_standby_replicas=0,
         autodiscover=False,
     )
+
+
+def install_metrics(app: _SagaApp, registry: CollectorRegistry) -> None:
+    """`GET /metrics` of `app`: what `registry` holds, faust's sensors (`faust_*`), and how
+    busy the fetch loop is (`LoopMetrics`)."""
+    app.loop_metrics = LoopMetrics(registry)
+    setup_prometheus_sensors(app, "/metrics", registry, "faust")
 
 
 def readiness(app: faust.App) -> tuple[bool, str]:

@@ -15,12 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
-from saga_app.kafka_io import FaustPublisher, make_faust_app, readiness
+from saga_app.kafka_io import FaustPublisher, install_metrics, make_faust_app, readiness
 from saga_app.metrics import labelled
 from saga_app.participant import Participant, Records, reply_to
 from saga_app.record import Record
@@ -114,7 +113,7 @@ class ParticipantWorker:
             self._install(participant)
         install_health(self.app)
         self.metrics = ParticipantMetrics(registry or CollectorRegistry())
-        setup_prometheus_sensors(self.app, "/metrics", self.metrics.registry, "faust")
+        install_metrics(self.app, self.metrics.registry)
 
     def _install(self, participant: Participant) -> None:
         table = self.app.Table(

@@ -15,10 +15,9 @@ import json
 from collections.abc import Sequence
 
 import structlog
-from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry, Counter
 
-from saga_app.kafka_io import FaustPublisher, make_faust_app
+from saga_app.kafka_io import FaustPublisher, install_metrics, make_faust_app
 from saga_app.participant import Records
 from saga_app.participant_app import dead_letter_of, install_health
 from saga_app.record import Record
@@ -77,7 +76,7 @@ class ServiceWorker:
             ["service", "outcome"],
             registry=r,
         )
-        setup_prometheus_sensors(self.app, "/metrics", r, "faust")
+        install_metrics(self.app, r)
 
     async def handle(self, message: Record) -> None:
         """React to one event; an event nobody can read goes to the dead-letter topic."""

@@ -218,6 +218,7 @@ def test_metrics_move_as_sagas_run(cluster: SagaSystem) -> None:
         }
 
     before = read()
+    records_before = total_over_workers(cluster, "saga_loop_records_total")
     ids = [
         post_saga(cluster.url, "create_run", {"experiment_id": "e", "config": {}, "resources": 1})
         for _ in range(3)
@@ -232,6 +233,9 @@ def test_metrics_move_as_sagas_run(cluster: SagaSystem) -> None:
     text = http_json("GET", f"{cluster.url}/metrics")[1]
     assert "saga_duration_seconds_bucket" in text
     assert "faust_messages_received" in text  # Faust's own sensors on the same page
+    # each saga's start and at least one reply went through a worker's fetch loop
+    assert total_over_workers(cluster, "saga_loop_records_total") - records_before >= 6
+    assert total_over_workers(cluster, "saga_loop_busy_seconds_total", phase="handle") > 0
 
 
 json_values = st.recursive(

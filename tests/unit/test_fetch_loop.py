@@ -16,7 +16,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from saga_app.kafka_io import FETCH_MAX_WAIT_MS, make_faust_app
+from saga_app.kafka_io import FETCH_MAX_WAIT_MS, install_metrics, make_faust_app
 from saga_app.settings import Settings
 from saga_app.staged import StagedWrites, StateNotStored
 from tests.unit.test_staged import FakeProducer, settles
@@ -347,6 +347,25 @@ async def test_faust_metrics_count_the_records_read_once_a_batch(loop: Loop) -> 
         "faust_messages_received_per_topics_partition", {"topic": TOPIC, "partition": "0"}
     )
     assert (per_topic, read_to) == (4, 7)
+
+
+async def test_the_loop_counts_its_rounds_records_and_busy_seconds_by_phase(loop: Loop) -> None:
+    """`saga_loop_*`: what the loop did, and how long it handled and flushed; a round fetched
+    for an earlier assignment was never processed and does not count."""
+    registry = CollectorRegistry()
+    install_metrics(loop.app, registry)
+    round_ = loop.process({P0: [5, 6, 7], P1: [3]})
+    await settles(round_)
+    loop.producer.acknowledge()
+    assert await settles(round_)
+    assert await settles(loop.process({P2: [1]}, fetched_for=object()))
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert (sample("saga_loop_rounds_total"), sample("saga_loop_records_total")) == (1, 4)
+    assert sample("saga_loop_busy_seconds_total", phase="handle")
+    assert sample("saga_loop_busy_seconds_total", phase="flush")
 
 
 async def test_a_fetch_waits_for_new_records_at_most_a_tenth_of_a_second(tmp_path: Any) -> None:
