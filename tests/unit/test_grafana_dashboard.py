@@ -12,7 +12,7 @@ import pytest
 from faust.sensors.prometheus import FaustMetrics
 from prometheus_client import CollectorRegistry
 
-from saga_app.metrics import SagaMetrics
+from saga_app.metrics import LoopMetrics, SagaMetrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "dashboards" / "grafana-sagas.json"
 DS_UID = "${DS_PROMETHEUS}"
@@ -114,6 +114,7 @@ def dashboard() -> dict[str, Any]:
 def exposed() -> set[str]:
     saga = CollectorRegistry()
     SagaMetrics(saga)
+    LoopMetrics(saga)
     faust = CollectorRegistry()
     FaustMetrics.create(faust, "faust")
     return exposed_names(saga) | exposed_names(faust)
@@ -188,7 +189,7 @@ def test_saga_type_variable_lists_saga_types_and_filters_panels(
 def test_every_metric_in_the_dashboard_is_exposed(
     dashboard: dict[str, Any], exposed: set[str]
 ) -> None:
-    """Every metric name a query uses is one SagaMetrics or Faust's sensors expose."""
+    """Every metric name a query uses is one SagaMetrics, LoopMetrics or Faust's sensors expose."""
     for panel in all_panels(dashboard):
         for target in panel.get("targets", []):
             assert metric_names(target["expr"]), f"no metric found in {target['expr']!r}"
