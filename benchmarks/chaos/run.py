@@ -114,6 +114,22 @@ class ChaosReport:
     def problem_text(self, limit: int = 5) -> str:
         return "\n\n".join(_detail_text(d) for d in self.details[:limit])
 
+    def rolled_back_spuriously(self) -> list[dict[str, Any]]:
+        """The sagas that rolled back though their payloads asked for no failure: the faults'
+        doing, as a rule (a step timed out across a failover), named so that they can be
+        traced in the workers' logs."""
+        return [
+            {
+                "saga_id": v.saga_id,
+                "saga_type": v.saga_type,
+                "scenario": v.scenario,
+                "status": v.status,
+                "extra_command_attempts": v.extra_command_attempts,
+            }
+            for v in self.verdicts
+            if v.spurious_rollback
+        ]
+
 
 def say(message: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -659,6 +675,7 @@ class ChaosRun:
                     "ledger_files": ledger_files,
                     "start_errors": report.start_errors,
                     "problem_sagas": report.details,
+                    "spurious_rollbacks": report.rolled_back_spuriously(),
                 },
                 indent=2,
                 default=str,
@@ -872,6 +889,8 @@ def run_chaos(config: ChaosConfig, kafka: local_kafka.LocalKafka | None = None) 
             kafka.down()
     print(f"\nchaos run {chaos.run_id} (logs, ledgers, chaos-report.json in {workdir}):")
     print(format_figures(report, config))
+    for rollback in report.rolled_back_spuriously():
+        print(f"spurious rollback: {rollback}")
     if report.details:
         shown = min(config.show, len(report.details))
         print(f"\n{len(report.details)} lost or inconsistent sagas; the first {shown}:")

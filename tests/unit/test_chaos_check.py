@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from benchmarks.chaos.check import (
 )
 from benchmarks.chaos.ledger import Ledger, LedgerLine, LedgerParticipant, read_ledgers
 from benchmarks.chaos.plan import DEFINITIONS, PlannedSaga, expect, make_plan
+from benchmarks.chaos.run import ChaosReport
 from participants.metrics import metrics
 from participants.payments import payments
 from saga_app.participant import Records
@@ -277,6 +279,20 @@ def test_duplicate_deliveries_count_topic_copies_and_handler_reruns() -> None:
     result = figures([verdict], {"s-1:create_order:command:1": 2, "m2": 3}, script.lines, [], [])
     assert result.duplicate_deliveries == 1 + 2
     assert (result.resent_copies, result.handler_reruns, result.lost) == (3, 1, 1)
+
+
+def test_the_report_names_the_sagas_that_rolled_back_though_asked_to_complete() -> None:
+    """A spurious rollback is counted and named (to trace it in the logs); a rollback the
+    payload asked for is neither."""
+    happy = check_saga(SagaObservation(order(), 0.0, view("compensated"), [], []))
+    asked = dataclasses.replace(order({"charge_payment": "fail"}), saga_id="s-2")
+    failed = check_saga(SagaObservation(asked, 0.0, view("compensated"), [], []))
+    verdicts = [happy, failed]
+    report = ChaosReport(figures(verdicts, {}, [], [], []), verdicts, [], Path("."), 0.0, [], {})
+
+    assert report.figures.spurious_rollbacks == 1
+    assert [r["saga_id"] for r in report.rolled_back_spuriously()] == [happy.saga_id]
+    assert report.rolled_back_spuriously()[0]["status"] == "compensated"
 
 
 # --------------------------------------------------------------------------- the ledger
