@@ -93,11 +93,11 @@ def events_after(step: int) -> list[str]:
 
 def padded(document: dict[str, Any], size: int) -> bytes:
     """`document` as JSON, made `size` bytes long (if shorter) by a filler field."""
-    raw = json.dumps(document)
-    filler = size - len(json.dumps({**document, "pad": ""}))
-    if filler > 0:
-        raw = json.dumps({**document, "pad": "x" * filler})
-    return raw.encode()
+    if size:
+        filler = size - len(json.dumps({**document, "pad": ""}))
+        if filler > 0:
+            return json.dumps({**document, "pad": "x" * filler}).encode()
+    return json.dumps(document).encode()
 
 
 async def create_topics(bootstrap: str, prefix: str, traffic: Traffic) -> None:
