@@ -302,7 +302,7 @@ class Orchestrator:
                 out.command.model_dump_json().encode(),
             )
             self.deadlines.track(
-                state.saga_id, state.timers(self.retention), self._held_until(state)
+                state.saga_id, state.wakeups(self.retention), self._held_until(state)
             )
             self._moved(state.saga_id)
         self.store.put(state)
@@ -331,7 +331,7 @@ class Orchestrator:
         self._moved(saga_id)
         self.admissions.update(after)
         held = self._held_until(after) if decision.commands else 0.0
-        self.deadlines.track(saga_id, after.timers(self.retention), held)
+        self.deadlines.track(saga_id, after.wakeups(self.retention), held)
         self.listing.update(after)
         self.metrics.observe(before, after, decision)
         if decision.events:  # one line per decision, named after its last event
@@ -425,7 +425,7 @@ class Orchestrator:
         for state in states:
             if state.saga_id not in moved:
                 held = self._held_in_takeover.get(state.saga_id, 0.0)
-                self.deadlines.track(state.saga_id, state.timers(self.retention), held)
+                self.deadlines.track(state.saga_id, state.wakeups(self.retention), held)
                 self.listing.update(state)
                 self.admissions.update(state)
 

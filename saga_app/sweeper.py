@@ -14,7 +14,7 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from saga_app.state import SagaState
+from saga_app.state import SagaState, Wakeup
 from topics import SagaTimeout
 
 
@@ -24,7 +24,7 @@ class _Entry:
     order: int  # insertion order: equal due_at pop first-in first-out, and never compare below
     saga_id: str = field(compare=False)
     generation: int = field(compare=False)
-    timeout: SagaTimeout = field(compare=False)
+    wakeup: Wakeup = field(compare=False)
 
 
 class DeadlineIndex:
@@ -45,7 +45,7 @@ class DeadlineIndex:
         """Timers tracked and not yet handed out by `pop_due`."""
         return self._live_total
 
-    def track(self, saga_id: str, timers: Iterable[SagaTimeout], not_before: float = 0.0) -> None:
+    def track(self, saga_id: str, timers: Iterable[Wakeup], not_before: float = 0.0) -> None:
         """Replace whatever was tracked for `saga_id` by `timers` (after each transition).
 
         `not_before` holds them back without changing them: a command sent late, or re-sent
@@ -55,10 +55,10 @@ class DeadlineIndex:
         self._counter += 1
         generation = self._counter  # unique forever, so a forgotten saga's entries never revive
         count = 0
-        for timeout in timers:
+        for wakeup in timers:
             self._counter += 1
-            due = max(timeout.due_at, not_before)
-            heapq.heappush(self._heap, _Entry(due, self._counter, saga_id, generation, timeout))
+            due = max(wakeup.due_at, not_before)
+            heapq.heappush(self._heap, _Entry(due, self._counter, saga_id, generation, wakeup))
             count += 1
         if count:
             self._generation[saga_id] = generation
@@ -87,7 +87,7 @@ class DeadlineIndex:
             entry = heapq.heappop(heap)
             if self._generation.get(entry.saga_id) != entry.generation:
                 continue  # superseded by a later track() or forget()
-            due.append(entry.timeout)
+            due.append(entry.wakeup.timeout(entry.saga_id))
             self._live_total -= 1
             left = self._live[entry.saga_id] - 1
             if left:
@@ -117,7 +117,7 @@ class DeadlineIndex:
         sagas get their `retention` timer (none if 0)."""
         self.clear()
         for state in states:
-            timers = state.timers(retention)
+            timers = state.wakeups(retention)
             if timers:
                 self.track(state.saga_id, timers)
 

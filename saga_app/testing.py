@@ -63,7 +63,7 @@ class SagaTest:
             self.state = decision.state
             self.sent.extend(decision.commands)
             self.events.extend(decision.events)
-            self.timers.track(self.saga_id, decision.state.timers())
+            self.timers.track(self.saga_id, decision.state.wakeups())
         return self
 
     def start(self, payload: Mapping[str, Any] | None = None) -> Self:

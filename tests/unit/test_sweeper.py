@@ -7,22 +7,21 @@ from hypothesis import strategies as st
 
 from saga_app import DeadlineIndex
 from saga_app.sagas import CREATE_ORDER
+from saga_app.state import Wakeup
 from saga_app.testing import SagaTest
 from topics import SagaTimeout
 
 
-def _timer(saga_id: str, due_at: float, attempt: int = 1) -> SagaTimeout:
-    return SagaTimeout(
-        saga_id=saga_id, timer="step", step="a", kind="command", attempt=attempt, due_at=due_at
-    )
+def _timer(due_at: float, attempt: int = 1) -> Wakeup:
+    return Wakeup("step", due_at, step="a", kind="command", attempt=attempt)
 
 
 def test_pop_due_returns_due_timers_earliest_first() -> None:
     """Timers due by `now` come out in due order; later ones stay."""
     index = DeadlineIndex()
-    index.track("b", [_timer("b", 2.0)])
-    index.track("a", [_timer("a", 1.0)])
-    index.track("c", [_timer("c", 9.0)])
+    index.track("b", [_timer(2.0)])
+    index.track("a", [_timer(1.0)])
+    index.track("c", [_timer(9.0)])
     assert [t.saga_id for t in index.pop_due(5.0)] == ["a", "b"]
     assert len(index) == 1
     assert index.next_due() == 9.0
@@ -31,7 +30,7 @@ def test_pop_due_returns_due_timers_earliest_first() -> None:
 def test_each_timer_is_handed_out_once() -> None:
     """A timer popped once is not popped again."""
     index = DeadlineIndex()
-    index.track("a", [_timer("a", 1.0)])
+    index.track("a", [_timer(1.0)])
     assert len(index.pop_due(1.0)) == 1
     assert index.pop_due(2.0) == []
     assert len(index) == 0
@@ -40,8 +39,8 @@ def test_each_timer_is_handed_out_once() -> None:
 def test_track_replaces_what_a_saga_waited_for() -> None:
     """After a transition only the saga's new timers count; the old ones never fire."""
     index = DeadlineIndex()
-    index.track("a", [_timer("a", 1.0, attempt=1)])
-    index.track("a", [_timer("a", 4.0, attempt=2)])
+    index.track("a", [_timer(1.0, attempt=1)])
+    index.track("a", [_timer(4.0, attempt=2)])
     assert len(index) == 1
     assert index.pop_due(2.0) == []
     assert [t.attempt for t in index.pop_due(4.0)] == [2]
@@ -50,7 +49,7 @@ def test_track_replaces_what_a_saga_waited_for() -> None:
 def test_forget_drops_a_saga() -> None:
     """A forgotten saga (finished, or its partition moved) has no timers left."""
     index = DeadlineIndex()
-    index.track("a", [_timer("a", 1.0)])
+    index.track("a", [_timer(1.0)])
     index.forget("a")
     index.forget("never-tracked")
     assert len(index) == 0
@@ -65,7 +64,7 @@ def test_rebuild_indexes_the_timers_of_owned_states() -> None:
     finished = SagaTest(definition, saga_id="done").start({}).reply_failure().state
     assert running is not None and finished is not None
     index = DeadlineIndex()
-    index.track("stale", [_timer("stale", 0.0)])
+    index.track("stale", [_timer(0.0)])
     index.rebuild([running, finished])
     assert len(index) == 2  # the step timer and the deadline of the running saga
     assert {t.saga_id for t in index.pop_due(1e9)} == {"running"}
@@ -76,7 +75,7 @@ def test_superseded_entries_are_compacted() -> None:
     index = DeadlineIndex()
     for round_ in range(200):
         for saga in range(10):
-            index.track(f"s{saga}", [_timer(f"s{saga}", 1000.0 + round_)])
+            index.track(f"s{saga}", [_timer(1000.0 + round_)])
     assert len(index) == 10
     assert len(index._heap) <= 4 * 10 + 64
 
@@ -85,7 +84,7 @@ def test_pop_due_only_looks_at_due_entries() -> None:
     """Popping a few due timers out of many in flight touches only the due ones."""
     index = DeadlineIndex()
     for i in range(10_000):
-        index.track(f"s{i}", [_timer(f"s{i}", 100.0 + i)])
+        index.track(f"s{i}", [_timer(100.0 + i)])
     heap_before = len(index._heap)
     assert len(index.pop_due(104.0)) == 5
     assert len(index._heap) == heap_before - 5
@@ -110,9 +109,9 @@ def test_index_behaves_like_a_naive_scan(ops: list[tuple[str, int, list[int]]]) 
     for op, number, dues in ops:
         saga = f"s{number}"
         if op == "track":
-            timers = [_timer(saga, float(d), attempt=k + 1) for k, d in enumerate(dues)]
+            timers = [_timer(float(d), attempt=k + 1) for k, d in enumerate(dues)]
             index.track(saga, timers)
-            naive[saga] = timers
+            naive[saga] = [timer.timeout(saga) for timer in timers]
         elif op == "forget":
             index.forget(saga)
             naive.pop(saga, None)
