@@ -22,7 +22,7 @@ from saga_app import decide
 from saga_app.collector import garbage_collection_paused
 from saga_app.listing import SagaListing
 from saga_app.sagas import CREATE_ORDER
-from saga_app.state import SagaState
+from saga_app.state import SagaHead
 from saga_app.sweeper import DeadlineIndex
 from topics import StartSaga
 
@@ -62,7 +62,7 @@ def main() -> None:
 
     with garbage_collection_paused():  # as the worker's takeover does
         began = time.perf_counter()
-        states = [SagaState.model_validate_json(r) for r in raw]
+        states = [SagaHead.model_validate_json(r) for r in raw]  # as a takeover reads them
         timed("takeover: parse every stored state", time.perf_counter() - began, n)
         del raw
         deadlines, listing = DeadlineIndex(), SagaListing()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
-from saga_app.state import SagaState
+from saga_app.state import SagaHead
 
 
 class Admission:
@@ -56,7 +56,7 @@ class Admission:
         del queue[saga_id]
         return saga_id
 
-    def update(self, state: SagaState) -> None:
+    def update(self, state: SagaHead) -> None:
         """Note where a saga stands after a transition. Tracked sagas take no room: nobody
         holds them back, their services run them."""
         if not self.limited or state.mode == "tracked":

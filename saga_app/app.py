@@ -32,7 +32,7 @@ from saga_app.metrics import SagaMetrics
 from saga_app.orchestrator import Orchestrator
 from saga_app.registry import SagaRegistry
 from saga_app.settings import Settings
-from saga_app.state import SagaState
+from saga_app.state import SagaHead
 from saga_app.sweeper import PartitionProgress, partition_progress, sweep_watermark
 from saga_app.topology import ORCHESTRATOR_APP, SAGA_TABLE
 from saga_app.web import install_views
@@ -159,15 +159,11 @@ class SagaWorker:
         answers no request (a liveness probe would restart it). A chunk at a time, not a list
         of them all: at 200,000 sagas that list made the worker's memory 3 times larger. From
         the store's own iterator: a lookup per saga cost more than parsing it."""
-        partition_of = self.catalog.partition_of
         self.orchestrator.begin_takeover(owned, now=time.time())
-        stored, count, rebalances = self.repository.stored(), 0, self._rebalances
+        stored = self.repository.stored(owned, self.catalog.partition_of)
+        count, rebalances = 0, self._rebalances
         while chunk := list(itertools.islice(stored, TAKEOVER_CHUNK)):
-            states = [
-                SagaState.model_validate_json(raw)
-                for saga_id, raw in chunk
-                if partition_of(saga_id) in owned
-            ]
+            states = [SagaHead.model_validate_json(raw) for raw in chunk]
             self.orchestrator.index_taken_over(states)
             count += len(states)
             await asyncio.sleep(0)

@@ -15,7 +15,16 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from functools import cached_property
 from typing import Any
 
@@ -28,7 +37,6 @@ from aiokafka.partitioner import DefaultPartitioner
 from faust.sensors.monitor import Monitor
 from faust.sensors.prometheus import PrometheusMonitor, setup_prometheus_sensors
 from faust.stores.base import SerializedStore
-from faust.stores.memory import Store as MemoryStore
 from faust.stores.rocksdb import RocksDBOptions
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import _current_event
@@ -700,16 +708,26 @@ class SagaRepository:
         with contextlib.suppress(KeyError):  # faust sends the tombstone before it looks
             del self.table[saga_id.encode()]
 
-    def stored(self) -> Iterator[tuple[str, bytes]]:
-        """Every saga in the local store with its stored JSON; callers filter by the partitions
-        they own. The takeover reads them while records are processed: a RocksDB iterator
-        reads a snapshot, so writes meanwhile are harmless; the memory store's dict would fail
-        under them, so it is copied first (its values are in memory already)."""
-        items: Iterable[tuple[bytes, bytes]] = self.table.data.items()
-        if isinstance(self.table.data, MemoryStore):
-            items = list(items)
-        for key, raw in items:
-            yield key.decode(), raw
+    def stored(
+        self, partitions: Collection[int], partition_of: Callable[[str], int]
+    ) -> Iterator[bytes]:
+        """The stored JSON of every saga of `partitions` (`partition_of` a saga id says which it
+        is on) in the local store. The takeover reads
+        them while records are processed: a RocksDB iterator reads a snapshot, so writes
+        meanwhile are harmless; the memory store's dict would fail under them, so it is copied
+        first (its values are in memory already). RocksDB keeps a database per partition, read
+        straight: hashing each saga id to find its partition cost a takeover a tenth of its
+        time (aiokafka's murmur2 is pure Python)."""
+        data = self.table.data
+        if isinstance(data, RocksDBStore):
+            for partition in partitions:
+                db = data._dbs.get(partition)
+                if db is not None:
+                    yield from (raw for _, raw in data._visible_items(db))
+            return
+        for key, raw in list(data.items()):
+            if partition_of(key.decode()) in partitions:
+                yield raw
 
 
 class FaustPublisher:

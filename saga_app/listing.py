@@ -12,12 +12,12 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from saga_app.state import SagaState, SagaStatus
+from saga_app.state import SagaHead, SagaStatus
 
 _ACTIVE = frozenset({SagaStatus.IN_PROGRESS, SagaStatus.COMPENSATING, SagaStatus.FAILED})
 
 
-def summarise(state: SagaState) -> dict[str, Any]:
+def summarise(state: SagaHead) -> dict[str, Any]:
     """The fields of a saga the list shows: who, what, where it is now."""
     current = state.steps[state.cursor] if state.status in _ACTIVE else None
     return {
@@ -41,7 +41,7 @@ class SagaListing:
     def __len__(self) -> int:
         return len(self._summaries)
 
-    def update(self, state: SagaState) -> None:
+    def update(self, state: SagaHead) -> None:
         self._summaries[state.saga_id] = summarise(state)
 
     def forget(self, saga_id: str) -> None:
@@ -51,7 +51,7 @@ class SagaListing:
     def clear(self) -> None:
         self._summaries = {}
 
-    def rebuild(self, states: Iterable[SagaState]) -> None:
+    def rebuild(self, states: Iterable[SagaHead]) -> None:
         self._summaries = {s.saga_id: summarise(s) for s in states}
 
     def query(

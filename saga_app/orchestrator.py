@@ -30,7 +30,7 @@ from saga_app.listing import SagaListing
 from saga_app.metrics import SagaMetrics
 from saga_app.record import Record
 from saga_app.registry import AnyDefinition, SagaRegistry
-from saga_app.state import SagaState
+from saga_app.state import SagaHead, SagaState
 from saga_app.sweeper import DeadlineIndex
 from saga_app.tracked import TrackedSagaDefinition
 from saga_app.tracking import announcement, track
@@ -420,7 +420,7 @@ class Orchestrator:
         self.admissions.clear()
         self._moved_in_takeover = set()
 
-    def index_taken_over(self, states: Iterable[SagaState]) -> None:
+    def index_taken_over(self, states: Iterable[SagaHead]) -> None:
         moved = self._moved_in_takeover or ()
         for state in states:
             if state.saga_id not in moved:

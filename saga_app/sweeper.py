@@ -14,7 +14,7 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from saga_app.state import SagaState, Wakeup
+from saga_app.state import SagaHead, Wakeup
 from topics import SagaTimeout
 
 
@@ -112,7 +112,7 @@ class DeadlineIndex:
         self._live_total = 0
         self._held = {}
 
-    def rebuild(self, states: Iterable[SagaState], retention: float = 0.0) -> None:
+    def rebuild(self, states: Iterable[SagaHead], retention: float = 0.0) -> None:
         """Start over from the states a worker owns, e.g. after a partition assignment; finished
         sagas get their `retention` timer (none if 0)."""
         self.clear()

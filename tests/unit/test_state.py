@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 from saga_app import SagaState, SagaStatus, decide
+from saga_app.listing import summarise
 from saga_app.sagas import CREATE_ORDER
+from saga_app.state import SagaHead
 from saga_app.testing import SagaTest
 from topics import StartSaga
 
@@ -76,3 +78,33 @@ def test_finished_and_failed_sagas_wait_for_nothing() -> None:
     kit.expect_status(SagaStatus.COMPENSATED)
     assert kit.state is not None
     assert kit.state.timers() == []
+
+
+def _as_a_takeover_reads_it(state: SagaState) -> SagaHead:
+    return SagaHead.model_validate_json(state.model_dump_json())
+
+
+def test_a_stored_state_read_without_its_history_gives_the_same_timers_and_summary() -> None:
+    """A takeover reads each stored state as a `SagaHead`: what it indexes, the timers and the
+    summary, is what the whole state would give, whether the saga waits in the admission
+    queue, runs, retries, compensates or has completed."""
+    start = StartSaga(saga_id="s1", saga_type="create_order", payload=PAYLOAD)
+    queued = decide(CREATE_ORDER, None, start, 100.0, reply_to="r", queue_for=5.0).state
+    running = _started()
+    retrying = SagaTest(CREATE_ORDER).start(PAYLOAD).expect_command("create_order").reply_retry()
+    undoing = SagaTest(CREATE_ORDER).start(PAYLOAD).expect_command("create_order").reply_success()
+    undoing.expect_command("reserve_stock").reply_failure()
+    done = SagaTest(CREATE_ORDER).start(PAYLOAD)
+    for step in ("create_order", "reserve_stock", "charge_payment", "send_confirmation"):
+        done.expect_command(step).reply_success()
+    states = [queued, running, retrying.state, undoing.state, done.state]
+    heads = [SagaHead.model_validate_json(s.model_dump_json()) for s in states if s is not None]
+    assert [h.status for h in heads] == [
+        "in_progress", "in_progress", "in_progress", "compensating", "completed"
+    ]  # fmt: skip
+    assert heads[0].queued
+    for state, head in zip(states, heads, strict=True):
+        assert state is not None
+        assert head.wakeups(60.0) == state.wakeups(60.0)
+        assert summarise(head) == summarise(state)
+        assert (head.queued, head.running) == (state.queued, state.running)

@@ -7,8 +7,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from saga_app.kafka_io import _Processing, derived_state_table, make_faust_app
+from faust.types import TP
+
+from saga_app.kafka_io import SagaRepository, _Processing, derived_state_table, make_faust_app
 from saga_app.settings import Settings
+from topics import TopicCatalog
 
 
 def test_a_table_read_returns_the_stored_value_or_the_default(tmp_path: Path) -> None:
@@ -51,3 +54,40 @@ def test_a_participant_table_keeps_its_log(tmp_path: Path) -> None:
     app = make_faust_app(Settings(data_dir=tmp_path), "store-test")
     store = app.Table("answered", key_type=bytes, value_type=bytes, partitions=1).data
     assert _log_bytes(_fill(store)) > 400_000
+
+
+def _states_on(partitions: range) -> dict[int, bytes]:
+    """A saga id of each partition, found by Kafka's partitioner (`TopicCatalog`)."""
+    catalog = TopicCatalog(partitions=len(partitions))
+    ids: dict[int, bytes] = {}
+    n = 0
+    while len(ids) < len(partitions):
+        ids.setdefault(catalog.partition_of(f"saga-{n}"), f"saga-{n}".encode())
+        n += 1
+    return ids
+
+
+def test_a_takeover_reads_the_sagas_of_its_own_partitions_only(tmp_path: Path) -> None:
+    """RocksDB keeps a database per partition, read straight: the owned ones only, and not the
+    offset faust stores beside the states."""
+    catalog = TopicCatalog(partitions=4)
+    app = make_faust_app(Settings(data_dir=tmp_path, partitions=4), "store-test")
+    table = derived_state_table(app, "sagas", partitions=4)
+    for partition, saga_id in _states_on(range(4)).items():
+        table.data._db_for_partition(partition).put(saga_id, b"state of " + saga_id)
+        table.data.set_persisted_offset(TP(table.changelog_topic.get_topic_name(), partition), 9)
+    stored = SagaRepository(table).stored({1, 3}, catalog.partition_of)
+    ids = _states_on(range(4))
+    assert sorted(stored) == sorted([b"state of " + ids[1], b"state of " + ids[3]])
+
+
+def test_a_takeover_from_the_memory_store_reads_its_own_partitions_only(tmp_path: Path) -> None:
+    """The memory store keeps every partition in one dict: a saga's id says which it is on."""
+    catalog = TopicCatalog(partitions=4)
+    settings = Settings(data_dir=tmp_path, partitions=4, store="memory://")
+    table = derived_state_table(make_faust_app(settings, "store-test"), "sagas", partitions=4)
+    ids = _states_on(range(4))
+    for saga_id in ids.values():
+        table.data.data[saga_id] = b"state of " + saga_id
+    stored = SagaRepository(table).stored({0, 2}, catalog.partition_of)
+    assert sorted(stored) == sorted([b"state of " + ids[0], b"state of " + ids[2]])
