@@ -41,7 +41,7 @@ from saga_app.web_auth import bearer_auth
 log = structlog.get_logger("saga.app")
 
 TAKEOVER_CHUNK = 1000
-"""Stored sagas a takeover parses between two turns of the event loop (about 40 ms' worth)."""
+"""Stored sagas a takeover parses between two turns of the event loop (about 30 ms' worth)."""
 
 
 class SagaWorker:
