@@ -711,13 +711,12 @@ class SagaRepository:
     def stored(
         self, partitions: Collection[int], partition_of: Callable[[str], int]
     ) -> Iterator[bytes]:
-        """The stored JSON of every saga of `partitions` (`partition_of` a saga id says which it
-        is on) in the local store. The takeover reads
-        them while records are processed: a RocksDB iterator reads a snapshot, so writes
-        meanwhile are harmless; the memory store's dict would fail under them, so it is copied
-        first (its values are in memory already). RocksDB keeps a database per partition, read
-        straight: hashing each saga id to find its partition cost a takeover a tenth of its
-        time (aiokafka's murmur2 is pure Python)."""
+        """The stored JSON of every saga of `partitions` in the local store (`partition_of`
+        tells a saga id's partition). The takeover reads them while records are processed:
+        a RocksDB iterator reads a snapshot, so writes meanwhile are harmless; the memory
+        store's dict would fail under them, so it is copied first (its values are in memory
+        already). RocksDB keeps a database per partition, read straight: hashing each saga id
+        to find its partition cost a takeover a tenth of its time (murmur2 in Python)."""
         data = self.table.data
         if isinstance(data, RocksDBStore):
             for partition in partitions:
