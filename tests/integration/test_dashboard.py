@@ -23,6 +23,7 @@ from tests.integration.saga_system import (
     assert_compensated_by_abort,
     eventually,
 )
+from topics import Reply
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -303,17 +304,34 @@ def test_definitions_draw_each_saga_type(page: Page) -> None:
 
 
 def test_abort_button_compensates_a_running_saga(page: Page, system: SagaSystem) -> None:
-    """Abort on a saga in progress is accepted, and the saga is then compensated with the reason."""
+    """Abort on a saga in progress is accepted, and the saga is then compensated with the reason,
+    though the saga moved on (and the page redrew it) while the reason was being typed."""
     saga_id = new_id("abort")
     # held_order waits an hour at reserve_stock: only the abort can end it within this test.
     body = {"saga_type": "held_order", "payload": order({"reserve_stock": "timeout"})}
     status, answer = http_json("POST", f"{system.url}/sagas", {**body, "saga_id": saga_id})
     assert status == 202, answer
+    system.wait_until(saga_id, lambda s: s["steps"][1]["status"] == "running")
     page.goto(f"{system.url}/?saga={saga_id}")
     detail = page.locator(f'#saga-detail[data-status="in_progress"][data-saga-id="{saga_id}"]')
     expect(detail).to_be_visible()
     expect(page.locator("#retry-button")).to_be_disabled()
     page.fill("#abort-reason", "customer called")
+    # Meanwhile reserve_stock answers "retry": the saga sends attempt 2, which waits an hour.
+    answer_retry = Reply(
+        message_id=f"{saga_id}:reserve_stock:retry",
+        in_reply_to=f"{saga_id}:reserve_stock:command:1",
+        saga_id=saga_id,
+        step="reserve_stock",
+        kind="command",
+        attempt=1,
+        outcome="retry",
+    )
+    with ThreadPoolExecutor(1) as pool:  # playwright's event loop owns this thread
+        reply = answer_retry.model_dump_json().encode()
+        pool.submit(system.produce, system.catalog.replies, saga_id.encode(), [reply]).result(60)
+    expect(page.locator("#timeline")).to_contain_text("2 attempts", timeout=20_000)
+    expect(page.locator("#abort-reason")).to_have_value("customer called")
     page.click("#abort-button")
     expect(page.locator("#action-message")).to_have_text(re.compile("abort accepted"))
     expect(page.locator("#saga-detail").get_by_test_id("detail-status")).to_have_text(
