@@ -18,7 +18,16 @@ from saga_app.errors import (
 from saga_app.participant import Participant, Records, Result, failure, retry, success
 from saga_app.registry import SagaRegistry, load_sagas
 from saga_app.service import Emit, Event, Service, emit
-from saga_app.state import HistoryEntry, SagaState, SagaStatus, StepState, StepStatus, Timer
+from saga_app.state import (
+    HistoryEntry,
+    SagaHead,
+    SagaState,
+    SagaStatus,
+    StepState,
+    StepStatus,
+    Timer,
+    Wakeup,
+)
 from saga_app.sweeper import DeadlineIndex
 from saga_app.tracked import EventPattern, TrackedSagaDefinition, TrackedStep
 from saga_app.tracking import announcement, track
@@ -43,6 +52,7 @@ __all__ = [
     "RetryPolicy",
     "SagaDefinition",
     "SagaError",
+    "SagaHead",
     "SagaInput",
     "SagaModuleError",
     "SagaRegistry",
@@ -56,6 +66,7 @@ __all__ = [
     "TrackedSagaDefinition",
     "TrackedStep",
     "UnknownSagaType",
+    "Wakeup",
     "announcement",
     "decide",
     "emit",
