@@ -91,3 +91,29 @@ def test_a_takeover_from_the_memory_store_reads_its_own_partitions_only(tmp_path
         table.data.data[saga_id] = b"state of " + saga_id
     stored = SagaRepository(table).stored({0, 2}, catalog.partition_of)
     assert sorted(stored) == sorted([b"state of " + ids[0], b"state of " + ids[2]])
+
+
+def _write_megabytes(table: Any, megabytes: int) -> None:
+    for partition in range(4):
+        db = table.data._db_for_partition(partition)
+        for i in range(megabytes * 256 // 4):
+            db.put(f"saga-{partition}-{i}".encode(), b"x" * 4096)
+
+
+def test_the_stores_of_a_process_share_the_memory_it_is_given(tmp_path: Path) -> None:
+    """`SAGA_STORE_MEMORY`: every table's databases, one per partition, charge their memtables
+    to one cache of that size; without it each keeps faust's own (up to 192 MiB of memtables)."""
+    limit = 16 << 20
+    settings = Settings(data_dir=tmp_path, partitions=4, store_memory=limit)
+    app = make_faust_app(settings, "store-test")
+    sagas = derived_state_table(app, "sagas", partitions=4)
+    answered = app.Table("answered", key_type=bytes, value_type=bytes, partitions=4)
+    _write_megabytes(sagas, 32)
+    _write_megabytes(answered, 32)
+    assert app.store_memory is not None
+    used = app.store_memory.cache.get_usage()
+    assert 0 < used < 2 * limit  # 64 MiB written; RocksDB keeps its bound loosely (~21 MiB)
+
+    unbounded = make_faust_app(Settings(data_dir=tmp_path / "u", partitions=4), "store-test")
+    assert unbounded.store_memory is None
+    assert unbounded.Table("t", partitions=4).data.rocksdb_options.memory is None
