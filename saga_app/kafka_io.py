@@ -91,71 +91,6 @@ class _CommitSafeProducer(Producer):
             raise
 
 
-class _StagedTable(faust.Table):  # type: ignore[type-arg]
-    """A table whose changelog records are staged with the round of records being processed
-    (saga_app.staged): written, and acknowledged, before any message of the round leaves.
-
-    The local store is written at once, as faust does, so later records of the round read it;
-    the changelog record goes to the partition of the record being processed, as faust's does.
-
-    The RocksDB store keeps its write-ahead log, though the changelog is the source of truth:
-    a participant killed after a handler ran, before the round's records reached the
-    changelog, finds its answer in its own store on restart and does not run the handler
-    again. With the log off (as Kafka Streams has it) a chaos run applied 3 steps twice."""
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        """One read of the store's raw bytes (the tables here have bytes keys and values).
-        Faust's reads a RocksDB store twice, `key in` and then the value, through its
-        serializers, and counts the read in its sensors: 4.5 µs a read against 2.8."""
-        value = self._read(key)
-        return default if value is None else value
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        """Stage the changelog record and write the store's raw bytes; faust's write goes
-        through serializers that hand bytes back as they are (4% of a participant's time)."""
-        self.on_key_set(key, value)
-        self._write(key, value)
-
-    def on_key_set(self, key: Any, value: Any) -> None:
-        self._staged.store(self._changelog, self.partition_for_key(key), key, value)
-
-    def on_key_del(self, key: Any) -> None:
-        self._staged.store(self._changelog, self.partition_for_key(key), key, None)
-
-    _unlogged = False
-    """Whether its RocksDB store writes no log of its own (`_DerivedStateTable`)."""
-
-    def _new_store_by_url(self, url: Any) -> Any:
-        """faust's store, whose RocksDB options share the process's memory (`StoreMemory`)."""
-        store = super()._new_store_by_url(url)
-        if isinstance(store, RocksDBStore):
-            kind = _UnloggedRocksDB if self._unlogged else _BoundedRocksDB
-            options = kind(**(store.options or {}), use_rocksdict=store.use_rocksdict)
-            app: _SagaApp = self.app  # type: ignore[assignment]
-            options.memory = app.store_memory
-            store.rocksdb_options = options
-        return store
-
-    @cached_property
-    def _read(self) -> Callable[[bytes], bytes | None]:
-        store = self.data
-        return store._get if isinstance(store, SerializedStore) else store.get
-
-    @cached_property
-    def _write(self) -> Callable[[bytes, bytes], None]:
-        store = self.data
-        return store._set if isinstance(store, SerializedStore) else store.__setitem__
-
-    @property
-    def _staged(self) -> StagedWrites:
-        app: _SagaApp = self.app  # type: ignore[assignment]
-        return app.staged
-
-    @cached_property
-    def _changelog(self) -> str:
-        return str(self.changelog_topic.get_topic_name())
-
-
 class _BoundedRocksDB(RocksDBOptions):
     """Faust's RocksDB options, with every database of the process sharing one block cache and
     one budget for memtables when `SAGA_STORE_MEMORY` sets one (`StoreMemory`). faust gives
@@ -201,6 +136,72 @@ class StoreMemory:
         )
 
 
+class _StagedTable(faust.Table):  # type: ignore[type-arg]
+    """A table whose changelog records are staged with the round of records being processed
+    (saga_app.staged): written, and acknowledged, before any message of the round leaves.
+
+    The local store is written at once, as faust does, so later records of the round read it;
+    the changelog record goes to the partition of the record being processed, as faust's does.
+
+    The RocksDB store keeps its write-ahead log, though the changelog is the source of truth:
+    a participant killed after a handler ran, before the round's records reached the
+    changelog, finds its answer in its own store on restart and does not run the handler
+    again. With the log off (as Kafka Streams has it) a chaos run applied 3 steps twice."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """One read of the store's raw bytes (the tables here have bytes keys and values).
+        Faust's reads a RocksDB store twice, `key in` and then the value, through its
+        serializers, and counts the read in its sensors: 4.5 µs a read against 2.8."""
+        value = self._read(key)
+        return default if value is None else value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        """Stage the changelog record and write the store's raw bytes; faust's write goes
+        through serializers that hand bytes back as they are (4% of a participant's time)."""
+        self.on_key_set(key, value)
+        self._write(key, value)
+
+    def on_key_set(self, key: Any, value: Any) -> None:
+        self._staged.store(self._changelog, self.partition_for_key(key), key, value)
+
+    def on_key_del(self, key: Any) -> None:
+        self._staged.store(self._changelog, self.partition_for_key(key), key, None)
+
+    _store_options: type[_BoundedRocksDB] = _BoundedRocksDB
+    """Its RocksDB store's options (`_DerivedStateTable`'s write no log)."""
+
+    def _new_store_by_url(self, url: Any) -> Any:
+        """faust's store, whose RocksDB options share the process's memory (`StoreMemory`)."""
+        store = super()._new_store_by_url(url)
+        if isinstance(store, RocksDBStore):
+            options = self._store_options(
+                **(store.options or {}), use_rocksdict=store.use_rocksdict
+            )
+            app: _SagaApp = self.app  # type: ignore[assignment]
+            options.memory = app.store_memory
+            store.rocksdb_options = options
+        return store
+
+    @cached_property
+    def _read(self) -> Callable[[bytes], bytes | None]:
+        store = self.data
+        return store._get if isinstance(store, SerializedStore) else store.get
+
+    @cached_property
+    def _write(self) -> Callable[[bytes, bytes], None]:
+        store = self.data
+        return store._set if isinstance(store, SerializedStore) else store.__setitem__
+
+    @property
+    def _staged(self) -> StagedWrites:
+        app: _SagaApp = self.app  # type: ignore[assignment]
+        return app.staged
+
+    @cached_property
+    def _changelog(self) -> str:
+        return str(self.changelog_topic.get_topic_name())
+
+
 class _DerivedStateTable(_StagedTable):
     """A staged table whose RocksDB store writes no log: for state that nothing but its own
     changelog stands behind, such as the orchestrator's sagas.
@@ -213,7 +214,7 @@ class _DerivedStateTable(_StagedTable):
     log is what stops a killed participant from acting twice (`_StagedTable`). A put of a 2 KB
     state costs 1.7 µs instead of 7.3 µs, and the worker writes each state once, not twice."""
 
-    _unlogged = True
+    _store_options = _UnloggedRocksDB
 
 
 def derived_state_table(app: faust.App, name: str, partitions: int) -> Any:
