@@ -93,10 +93,10 @@ class _CommitSafeProducer(Producer):
 
 class _BoundedRocksDB(RocksDBOptions):
     """Faust's RocksDB options, with every database of the process sharing one block cache and
-    one budget for memtables when `SAGA_STORE_MEMORY` sets one (`StoreMemory`). faust gives
-    each database (a table's partition) three 64 MiB memtables and a 2 GiB cache of its own:
-    a worker that took over 1,000,000 sagas held most of them in memory (2.6 GiB; 1.5 GiB
-    with 256 MiB set), and participants keep nine tables."""
+    one budget for memtables unless `SAGA_STORE_MEMORY` is 0 (`StoreMemory`). faust gives each
+    database (a table's partition) three 64 MiB memtables and a 2 GiB cache of its own: a
+    worker that took over 1,000,000 sagas held most of them in memory (2.6 GiB; 1.5 GiB with
+    the default 256 MiB), and participants keep nine tables."""
 
     memory: StoreMemory | None = None
     """None: faust's options as they are."""

@@ -13,6 +13,7 @@ from topics.catalog import DEFAULT_PARTITIONS, TopicCatalog
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_SIZES = {"k": 2**10, "m": 2**20, "g": 2**30}
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,11 @@ class Settings:
     """Where this worker keeps its RocksDB table stores; each worker needs its own."""
     store: str = "rocksdb://"
     """Table store: `rocksdb://` keeps state across restarts, `memory://` replays the changelog."""
-    store_memory: int = 0
+    store_memory: int = field(default=256 * 2**20, metadata={"size": True})
     """Bytes a process's RocksDB stores may hold in memory together, memtables and block cache,
-    across all its tables and partitions. 0 (default): faust's own, which give every partition
-    of every table up to 192 MiB of memtables and a 2 GiB cache: a worker that took over
-    1,000,000 sagas held 2.6 GiB, and 1.5 GiB with 268435456 (256 MiB) here."""
+    across all its tables and partitions; from the environment also as `512MiB` or `1g`. 0:
+    faust's own, which give every partition of every table up to 192 MiB of memtables and a
+    2 GiB cache: a worker that took over 1,000,000 sagas held 2.6 GiB, 1.5 GiB with 256 MiB."""
     retention: float = field(default=7 * 86400.0, metadata={"duration": True})
     """Seconds a finished saga (completed, compensated or failed) stays in the saga table after
     its last transition; then the orchestrator deletes it (its events stay on `saga.events`).
@@ -115,6 +116,10 @@ class Settings:
             raise ValueError(
                 f"SAGA_RETENTION must be 0 (keep forever) or more, got {self.retention}"
             )
+        if self.store_memory < 0:
+            raise ValueError(
+                f"SAGA_STORE_MEMORY must be 0 (faust's own) or more, got {self.store_memory}"
+            )
         if self.replication_factor < 0:
             raise ValueError(
                 f"SAGA_REPLICATION_FACTOR must be 0 (automatic) or more, "
@@ -133,6 +138,8 @@ class Settings:
                 continue
             if f.metadata.get("duration"):
                 values[f.name] = parse_duration(raw, f"SAGA_{f.name.upper()}")
+            elif f.metadata.get("size"):
+                values[f.name] = parse_size(raw, f"SAGA_{f.name.upper()}")
             else:
                 values[f.name] = _convert(f.name, raw, f.type)
         values.update(overrides)
@@ -207,6 +214,23 @@ def parse_duration(raw: str, variable: str) -> float:
             f"90), got {raw!r}"
         )
     return seconds
+
+
+def parse_size(raw: str, variable: str) -> int:
+    """Bytes from `268435456`, `256k`, `256MiB`, `1g` or `1GB` (units of 1,024); a ValueError
+    names `variable`."""
+    text = raw.strip().lower().removesuffix("b").removesuffix("i")
+    scale = _SIZES.get(text[-1:])
+    try:
+        size = int(text[:-1] if scale else text) * (scale or 1)
+    except ValueError:
+        size = -1
+    if size < 0:
+        raise ValueError(
+            f"{variable} must be bytes or a whole number with a unit k, m or g (e.g. 256MiB, "
+            f"1g), got {raw!r}"
+        )
+    return size
 
 
 def format_duration(seconds: float) -> str:

@@ -40,3 +40,27 @@ def test_retention_defaults_to_a_week_and_is_never_negative() -> None:
     assert Settings.from_env({}).retention == 7 * 86400
     with pytest.raises(ValueError, match="SAGA_RETENTION"):
         Settings(retention=-5)
+
+
+@pytest.mark.parametrize(
+    ("raw", "size"),
+    [("268435456", 256 << 20), ("256MiB", 256 << 20), ("256m", 256 << 20), ("1g", 1 << 30),
+     ("1GB", 1 << 30), ("512k", 512 << 10), (" 64 MiB ", 64 << 20), ("100b", 100), ("0", 0)],
+)  # fmt: skip
+def test_store_memory_takes_bytes_or_a_unit(raw: str, size: int) -> None:
+    """SAGA_STORE_MEMORY is bytes, or a whole number with k, m or g (units of 1,024)."""
+    assert Settings.from_env({"SAGA_STORE_MEMORY": raw}).store_memory == size
+
+
+@pytest.mark.parametrize("raw", ["", "m", "1.5g", "-1", "-1m", "2t", "lots"])
+def test_a_store_memory_that_is_no_size_is_refused_by_name(raw: str) -> None:
+    """A wrong SAGA_STORE_MEMORY stops the process with the variable and the accepted forms."""
+    with pytest.raises(ValueError, match=r"SAGA_STORE_MEMORY must be bytes.*e\.g\. 256MiB"):
+        Settings.from_env({"SAGA_STORE_MEMORY": raw})
+
+
+def test_store_memory_defaults_to_256_mib_and_is_never_negative() -> None:
+    """Every process bounds its stores unless told otherwise (0: faust's own, unbounded)."""
+    assert Settings.from_env({}).store_memory == 256 << 20
+    with pytest.raises(ValueError, match="SAGA_STORE_MEMORY"):
+        Settings(store_memory=-1)

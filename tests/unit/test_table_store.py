@@ -102,7 +102,7 @@ def _write_megabytes(table: Any, megabytes: int) -> None:
 
 def test_the_stores_of_a_process_share_the_memory_it_is_given(tmp_path: Path) -> None:
     """`SAGA_STORE_MEMORY`: every table's databases, one per partition, charge their memtables
-    to one cache of that size; without it each keeps faust's own (up to 192 MiB of memtables)."""
+    to one cache of that size; with 0 each keeps faust's own (up to 192 MiB of memtables)."""
     limit = 16 << 20
     settings = Settings(data_dir=tmp_path, partitions=4, store_memory=limit)
     app = make_faust_app(settings, "store-test")
@@ -114,6 +114,7 @@ def test_the_stores_of_a_process_share_the_memory_it_is_given(tmp_path: Path) ->
     used = app.store_memory.cache.get_usage()
     assert 0 < used < 2 * limit  # 64 MiB written; RocksDB keeps its bound loosely (~21 MiB)
 
-    unbounded = make_faust_app(Settings(data_dir=tmp_path / "u", partitions=4), "store-test")
+    unbounded_settings = Settings(data_dir=tmp_path / "u", partitions=4, store_memory=0)
+    unbounded = make_faust_app(unbounded_settings, "store-test")
     assert unbounded.store_memory is None
     assert unbounded.Table("t", partitions=4).data.rocksdb_options.memory is None
