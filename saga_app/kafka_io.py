@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 import weakref
 from collections.abc import (
@@ -26,6 +27,7 @@ from collections.abc import (
     Sequence,
 )
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -100,6 +102,23 @@ class _BoundedRocksDB(RocksDBOptions):
 
     memory: StoreMemory | None = None
     """None: faust's options as they are."""
+
+    EXPIRING_MARK = "SAGA_EXPIRING"
+    """A file in the database folder of a table whose entries expire (`ttl`): RocksDB stores
+    such values with a timestamp, and reads a database of the other kind as corrupt values."""
+
+    def open(self, path: Path, *, read_only: bool = False) -> Any:
+        """faust's open; a table given a `ttl` (faust's option, seconds; 0: never) gets a
+        database of expiring entries. One written without it is set aside first, and the
+        table's recovery reads it back from the changelog."""
+        if self.ttl is not None and self.use_rocksdict:
+            mark = Path(path) / self.EXPIRING_MARK
+            if Path(path).exists() and not mark.exists():
+                log.warning("store_rebuilt", path=str(path), reason="entries now expire")
+                shutil.rmtree(path)
+            Path(path).mkdir(parents=True, exist_ok=True)
+            mark.touch()
+        return super().open(path, read_only=read_only)
 
     def as_options(self) -> Any:
         options = super().as_options()

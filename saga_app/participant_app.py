@@ -5,6 +5,10 @@ participant's handler (which writes its records), store the reply, and send it t
 Records and replies are keyed by saga, so every table write lands on the partition of the
 command being handled (FAUST.md, points 1 and 2).
 
+The `answered` table forgets a reply `SAGA_RETENTION` after it was stored, as the orchestrator
+forgets a finished saga: its store drops it at a compaction, its changelog at a segment's
+deletion (`participant_topics`). Without that it grew by every command ever handled.
+
 `saga participant mypkg.payments:payments` runs yours; `saga participants` runs the examples.
 """
 
@@ -25,7 +29,7 @@ from saga_app.participant import Participant, Records, reply_to
 from saga_app.record import Record
 from saga_app.registry import load_named
 from saga_app.settings import Settings
-from saga_app.topology import participant_group
+from saga_app.topology import answers_kept, participant_group
 from topics import MAX_MESSAGE_BYTES, Command, DeadLetter
 
 log = structlog.get_logger("saga.participants")
@@ -105,7 +109,11 @@ class ParticipantWorker:
         self.participants = list(participants)
         self.app = make_faust_app(settings, participant_group(p.name for p in participants))
         self.answered = self.app.Table(
-            "answered", key_type=bytes, value_type=bytes, partitions=settings.partitions
+            "answered",
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            options={"ttl": answers_kept(settings)},
         )
         self.publisher = FaustPublisher(self.app)
         self._loaded: set[str] = set()

@@ -44,6 +44,9 @@ class TopicPlan:
     foreign: tuple[str, ...] = ()
     """Other services' topics it reads (a tracked saga's events): created if missing, with the
     saga partition count, but any count will do: the tracker re-keys what it reads."""
+    expiring: tuple[str, ...] = ()
+    """Changelogs among `changelogs` whose records are deleted `SAGA_RETENTION` after they
+    were written, compacted until then (`answers_kept`)."""
 
 
 def participant_group(names: Iterable[str]) -> str:
@@ -83,7 +86,15 @@ def participant_topics(settings: Settings, names: Iterable[str]) -> TopicPlan:
     return TopicPlan(
         topics=(c.replies, c.dlq, *map(c.commands, names)),
         changelogs=tuple(changelog(settings, group, table) for table in tables),
+        expiring=(changelog(settings, group, "answered"),) if answers_kept(settings) else (),
     )
+
+
+def answers_kept(settings: Settings) -> int:
+    """Seconds a participant keeps the reply to a command for its duplicates: `SAGA_RETENTION`,
+    as long as the orchestrator keeps a finished saga (0: forever). A saga's commands are
+    redelivered within seconds, and retried within its steps' timeouts."""
+    return min(int(settings.retention), 2**31 - 1)  # RocksDB takes a 32-bit ttl
 
 
 def service_topics(settings: Settings, services: Sequence[Service]) -> TopicPlan:
@@ -129,6 +140,11 @@ async def ensure_topics(settings: Settings, plan: TopicPlan) -> Settings:
             )
         plain = {"min.insync.replicas": str(min_insync_replicas(replicas))}
         compacted = {**plain, "cleanup.policy": "compact"}
+        expiring = {
+            **plain,
+            "cleanup.policy": "compact,delete",
+            "retention.ms": str(answers_kept(settings) * 1000),
+        }
         names = [*plan.topics, *plan.changelogs]
         response = await admin.create_topics(
             [
@@ -136,7 +152,12 @@ async def ensure_topics(settings: Settings, plan: TopicPlan) -> Settings:
                 for n in (*plan.topics, *plan.foreign)
             ]
             + [
-                NewTopic(n, settings.partitions, replicas, topic_configs=compacted)
+                NewTopic(
+                    n,
+                    settings.partitions,
+                    replicas,
+                    topic_configs=expiring if n in plan.expiring else compacted,
+                )
                 for n in plan.changelogs
             ]
         )

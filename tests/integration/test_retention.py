@@ -3,6 +3,7 @@ table with a tombstone on the changelog, while their events stay on `saga.events
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -12,9 +13,14 @@ from typing import Any
 
 import jsonschema
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from services import http_json
 
-from saga_app.topology import ORCHESTRATOR_APP, SAGA_TABLE, changelog
+from participants import EXAMPLES
+from saga_app.connection import aiokafka_options
+from saga_app.settings import Settings
+from saga_app.topology import ORCHESTRATOR_APP, SAGA_TABLE, changelog, participant_group
 from tests.integration.saga_system import SagaSystem, eventually
 from tests.integration.test_sagas import order
 from topics.schemas import json_schemas
@@ -107,3 +113,32 @@ def _ends_in_tombstone(values: list[bytes | None]) -> list[bytes | None] | None:
 
 def _get(system: SagaSystem, path: str) -> tuple[int, Any]:
     return http_json("GET", f"{system.url}{path}", token=system.read_token)
+
+
+def test_the_participants_answers_expire_with_the_retention_and_their_records_stay(
+    system: SagaSystem,
+) -> None:
+    """The participants' `answered` changelog, created by their process, deletes what is older
+    than SAGA_RETENTION (compacted until then); their own records' changelogs stay compacted."""
+    group = participant_group(p.name for p in EXAMPLES)
+    answered = changelog(system.settings, group, "answered")
+    records = changelog(system.settings, group, "payments-records")
+    configs = asyncio.run(_topic_configs(system.settings, [answered, records]))
+    assert configs[answered]["cleanup.policy"] == "compact,delete"
+    assert configs[answered]["retention.ms"] == str(int(RETENTION * 1000))
+    assert configs[records]["cleanup.policy"] == "compact"
+
+
+async def _topic_configs(settings: Settings, topics: list[str]) -> dict[str, dict[str, str]]:
+    admin = AIOKafkaAdminClient(**aiokafka_options(settings))
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in topics]
+        )
+    finally:
+        await admin.close()
+    return {
+        r["resource_name"]: {e["config_names"]: e["config_value"] for e in r["config_entries"]}
+        for r in response.to_object()["resources"]
+    }

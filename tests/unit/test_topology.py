@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,12 @@ from saga_app.participant_app import ParticipantWorker
 from saga_app.registry import EXAMPLES as EXAMPLE_SAGAS
 from saga_app.registry import load_sagas
 from saga_app.settings import Settings
-from saga_app.topology import participant_group, participant_topics, worker_topics
+from saga_app.topology import (
+    answers_kept,
+    participant_group,
+    participant_topics,
+    worker_topics,
+)
 
 SAGAS = load_sagas([EXAMPLE_SAGAS])
 
@@ -55,3 +61,22 @@ def test_each_participant_service_has_its_own_consumer_group() -> None:
     """Two services never share a group; the order of the names does not matter."""
     assert participant_group(["payments"]) != participant_group(["inventory"])
     assert participant_group(["b", "a"]) == participant_group(["a", "b"]) == "saga-participant-a-b"
+
+
+def test_the_participants_forget_answers_after_the_retention_and_keep_records(
+    settings: Settings,
+) -> None:
+    """`answered`'s changelog and store keep a reply SAGA_RETENTION (7 days here); the
+    participants' own records are their database and never expire. 0 keeps answers too."""
+    names = [p.name for p in EXAMPLES]
+    plan = participant_topics(settings, names)
+    group = participant_group(names)
+    assert plan.expiring == (f"x.{group}-answered-changelog",)
+    assert answers_kept(settings) == 7 * 86400
+    tables = ParticipantWorker(settings, EXAMPLES).app.tables
+    ttls = {name: (table.options or {}).get("ttl") for name, table in tables.items()}
+    assert ttls.pop("answered") == 7 * 86400
+    assert set(ttls.values()) == {None}
+    forever = replace(settings, retention=0)
+    assert participant_topics(forever, names).expiring == ()
+    assert answers_kept(forever) == 0  # RocksDB's ttl 0: entries never expire
