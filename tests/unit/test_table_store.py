@@ -144,21 +144,41 @@ def _write_megabytes(table: Any, megabytes: int) -> None:
             db.put(f"saga-{partition}-{i}".encode(), b"x" * 4096)
 
 
+def _tables_writing_megabytes(settings: Settings, megabytes: int) -> list[Any]:
+    app = make_faust_app(settings, "store-test")
+    tables = [
+        derived_state_table(app, "sagas", partitions=4),
+        app.Table("answered", key_type=bytes, value_type=bytes, partitions=4),
+    ]
+    for table in tables:
+        _write_megabytes(table, megabytes)
+    return tables
+
+
+def _flushed_files(tables: list[Any]) -> int:
+    """The tables' SST files: what RocksDB flushed out of memory to disk."""
+    paths = [Path(t.data.partition_path(p)) for t in tables for p in range(4)]
+    return sum(len(list(path.glob("*.sst"))) for path in paths)
+
+
 def test_the_stores_of_a_process_share_the_memory_it_is_given(tmp_path: Path) -> None:
     """`SAGA_STORE_MEMORY`: every table's databases, one per partition, charge their memtables
-    to one cache of that size; with 0 each keeps faust's own (up to 192 MiB of memtables)."""
+    to one cache of that size, and writes past it flush them to disk. With 0 each keeps
+    faust's own 64 MiB memtables, and the same 8 MiB per database stay in memory."""
     limit = 16 << 20
-    settings = Settings(data_dir=tmp_path, partitions=4, store_memory=limit)
-    app = make_faust_app(settings, "store-test")
-    sagas = derived_state_table(app, "sagas", partitions=4)
-    answered = app.Table("answered", key_type=bytes, value_type=bytes, partitions=4)
-    _write_megabytes(sagas, 32)
-    _write_megabytes(answered, 32)
-    assert app.store_memory is not None
-    used = app.store_memory.cache.get_usage()
-    assert 0 < used < 2 * limit  # 64 MiB written; RocksDB keeps its bound loosely (~21 MiB)
+    bounded = _tables_writing_megabytes(
+        Settings(data_dir=tmp_path / "b", partitions=4, store_memory=limit), 32
+    )
+    memory = bounded[0].app.store_memory
+    assert memory is not None and memory.cache.get_usage() > 0  # memtables charged to it
+    deadline = time.monotonic() + 15  # RocksDB flushes in the background
+    while not _flushed_files(bounded) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _flushed_files(bounded) > 0
 
-    unbounded_settings = Settings(data_dir=tmp_path / "u", partitions=4, store_memory=0)
-    unbounded = make_faust_app(unbounded_settings, "store-test")
-    assert unbounded.store_memory is None
-    assert unbounded.Table("t", partitions=4).data.rocksdb_options.memory is None
+    unbounded = _tables_writing_megabytes(
+        Settings(data_dir=tmp_path / "u", partitions=4, store_memory=0), 32
+    )
+    assert unbounded[0].app.store_memory is None
+    assert unbounded[0].data.rocksdb_options.memory is None
+    assert _flushed_files(unbounded) == 0
