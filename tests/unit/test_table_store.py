@@ -60,7 +60,10 @@ def test_a_participant_table_keeps_its_log(tmp_path: Path) -> None:
 def _answered(tmp_path: Path, ttl: int | None) -> Any:
     """The participants' `answered` store, its entries kept `ttl` seconds (None: faust's
     plain database)."""
-    app = make_faust_app(Settings(data_dir=tmp_path), "store-test")
+    return _answered_in(make_faust_app(Settings(data_dir=tmp_path), "store-test"), ttl)
+
+
+def _answered_in(app: Any, ttl: int | None) -> Any:
     options = {} if ttl is None else {"ttl": ttl}
     return app.Table("answered", key_type=bytes, value_type=bytes, partitions=1, options=options)
 
@@ -98,6 +101,20 @@ def test_a_store_written_before_entries_expired_is_rebuilt_not_misread(tmp_path:
     expiring._db_for_partition(0).put(b"m-2", b"reply-2")
     _let_go(expiring)
     assert _answered(tmp_path, ttl=3600).data._db_for_partition(0).get(b"m-2") == b"reply-2"
+
+
+def test_rocksdb_info_logs_are_rolled_and_few(tmp_path: Path) -> None:
+    """RocksDB's `LOG` file grows by every flush and compaction; each store rolls it at 1 MiB
+    and keeps one old file, as the options RocksDB records for the database say."""
+    for memory in (0, 16 << 20):
+        settings = Settings(data_dir=tmp_path / str(memory), store_memory=memory)
+        table = _answered_in(make_faust_app(settings, "store-test"), ttl=None)
+        path = Path(table.data.partition_path(0))
+        table.data._db_for_partition(0).put(b"m-1", b"reply")
+        [recorded] = path.glob("OPTIONS-*")
+        options = recorded.read_text()
+        assert f"max_log_file_size={1 << 20}" in options
+        assert "keep_log_file_num=2" in options
 
 
 def _states_on(partitions: range) -> dict[int, bytes]:
