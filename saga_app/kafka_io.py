@@ -98,10 +98,16 @@ class _BoundedRocksDB(RocksDBOptions):
     one budget for memtables unless `SAGA_STORE_MEMORY` is 0 (`StoreMemory`). faust gives each
     database (a table's partition) three 64 MiB memtables and a 2 GiB cache of its own: a
     worker that took over 1,000,000 sagas held most of them in memory (2.6 GiB; 1.5 GiB with
-    the default 256 MiB), and participants keep nine tables."""
+    the default 256 MiB), and participants keep nine tables. Every database also rolls its
+    info log, and a table with faust's `ttl` option never reads a database of the other kind."""
 
     memory: StoreMemory | None = None
-    """None: faust's options as they are."""
+    """None: faust's memory options as they are."""
+
+    INFO_LOG_BYTES = 1 << 20
+    """Size at which RocksDB's own info log (the `LOG` file) is rolled; one old file is kept.
+    It grows by every flush and compaction: 3.6 MiB per database in two minutes with a 16 MiB
+    `SAGA_STORE_MEMORY`, which flushes often, and without a bound in a long-running process."""
 
     EXPIRING_MARK = "SAGA_EXPIRING"
     """A file in the database folder of a table whose entries expire (`ttl`): RocksDB stores
@@ -112,18 +118,14 @@ class _BoundedRocksDB(RocksDBOptions):
         database of expiring entries. One written without it is set aside first, and the
         table's recovery reads it back from the changelog."""
         if self.ttl is not None and self.use_rocksdict:
-            mark = Path(path) / self.EXPIRING_MARK
-            if Path(path).exists() and not mark.exists():
-                log.warning("store_rebuilt", path=str(path), reason="entries now expire")
-                shutil.rmtree(path)
-            Path(path).mkdir(parents=True, exist_ok=True)
+            folder = Path(path)
+            mark = folder / self.EXPIRING_MARK
+            if folder.exists() and not mark.exists():
+                log.warning("store_rebuilt", path=str(folder), reason="entries now expire")
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True, exist_ok=True)
             mark.touch()
         return super().open(path, read_only=read_only)
-
-    INFO_LOG_BYTES = 1 << 20
-    """Size at which RocksDB's own info log (the `LOG` file) is rolled; one old file is kept.
-    It grows by every flush and compaction: 3.6 MiB per database in two minutes with a 16 MiB
-    `SAGA_STORE_MEMORY`, which flushes often, and without a bound in a long-running process."""
 
     def as_options(self) -> Any:
         options = super().as_options()
