@@ -16,9 +16,11 @@ import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from saga_app.connection import aiokafka_options
 from saga_app.errors import ClusterMismatch
@@ -27,6 +29,8 @@ from saga_app.service import Service
 from saga_app.settings import Settings
 
 _TOPIC_ALREADY_EXISTS = 36
+_TOPIC_OWN_CONFIG = 1
+"""DescribeConfigs' source of a setting made on the topic itself (DYNAMIC_TOPIC_CONFIG)."""
 
 log = structlog.get_logger("saga.topology")
 
@@ -46,7 +50,8 @@ class TopicPlan:
     saga partition count, but any count will do: the tracker re-keys what it reads."""
     expiring: tuple[str, ...] = ()
     """Changelogs among `changelogs` whose records are deleted `SAGA_RETENTION` after they
-    were written, compacted until then (`answers_kept`)."""
+    were written, compacted until then (`answers_kept`; 0: compacted only). Kept so on
+    existing topics too, as the retention changes (`expiry_config`)."""
 
 
 def participant_group(names: Iterable[str]) -> str:
@@ -86,7 +91,7 @@ def participant_topics(settings: Settings, names: Iterable[str]) -> TopicPlan:
     return TopicPlan(
         topics=(c.replies, c.dlq, *map(c.commands, names)),
         changelogs=tuple(changelog(settings, group, table) for table in tables),
-        expiring=(changelog(settings, group, "answered"),) if answers_kept(settings) else (),
+        expiring=(changelog(settings, group, "answered"),),
     )
 
 
@@ -95,6 +100,13 @@ def answers_kept(settings: Settings) -> int:
     as long as the orchestrator keeps a finished saga (0: forever). A saga's commands are
     redelivered within seconds, and retried within its steps' timeouts."""
     return min(int(settings.retention), 2**31 - 1)  # RocksDB takes a 32-bit ttl
+
+
+def expiry_config(settings: Settings) -> dict[str, str]:
+    """The topic configs that make an expiring changelog keep what its store keeps."""
+    if not answers_kept(settings):
+        return {"cleanup.policy": "compact"}
+    return {"cleanup.policy": "compact,delete", "retention.ms": str(answers_kept(settings) * 1000)}
 
 
 def service_topics(settings: Settings, services: Sequence[Service]) -> TopicPlan:
@@ -140,11 +152,7 @@ async def ensure_topics(settings: Settings, plan: TopicPlan) -> Settings:
             )
         plain = {"min.insync.replicas": str(min_insync_replicas(replicas))}
         compacted = {**plain, "cleanup.policy": "compact"}
-        expiring = {
-            **plain,
-            "cleanup.policy": "compact,delete",
-            "retention.ms": str(answers_kept(settings) * 1000),
-        }
+        expiring = {**plain, **expiry_config(settings)}
         names = [*plan.topics, *plan.changelogs]
         response = await admin.create_topics(
             [
@@ -170,9 +178,59 @@ async def ensure_topics(settings: Settings, plan: TopicPlan) -> Settings:
         if created:
             log.info("topics_created", count=len(created), replication_factor=replicas)
         check_partitions(settings, await _partition_counts(admin, names))
+        await keep_expiring(admin, [n for n in plan.expiring if n not in created], settings)
         return replace(settings, replication_factor=replicas)
     finally:
         await admin.close()
+
+
+async def keep_expiring(
+    admin: AIOKafkaAdminClient, topics: list[str], settings: Settings
+) -> list[str]:
+    """Give existing `topics` today's `expiry_config`: created before expiry existed, or
+    under another `SAGA_RETENTION`. Returns those it altered. Kafka's AlterConfigs replaces
+    all of a topic's own settings, so the others (an operator's `segment.ms`) are sent along.
+    A cluster that refuses (no ALTER_CONFIGS right) gets a warning saying what to set: the
+    topic then keeps answers longer than the store, which is safe."""
+    if not topics:
+        return []
+    wanted = expiry_config(settings)
+    [described] = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in topics]
+    )
+    changes = []
+    for resource in described.to_object()["resources"]:
+        if resource["error_code"]:
+            _not_altered(resource, wanted)
+            continue
+        own = {
+            e["config_names"]: e["config_value"]
+            for e in resource["config_entries"]
+            if e.get("config_source") == _TOPIC_OWN_CONFIG
+        }
+        others = {k: v for k, v in own.items() if k not in ("cleanup.policy", "retention.ms")}
+        if {**others, **wanted} != own:
+            name = resource["resource_name"]
+            changes.append(ConfigResource(ConfigResourceType.TOPIC, name, {**others, **wanted}))
+    altered = []
+    for response in await admin.alter_configs(changes) if changes else []:
+        for result in response.to_object()["resources"]:
+            if result["error_code"]:
+                _not_altered(result, wanted)
+            else:
+                altered.append(result["resource_name"])
+    if altered:
+        log.info("topic_configs_altered", topics=altered, configs=wanted)
+    return altered
+
+
+def _not_altered(result: dict[str, Any], wanted: dict[str, str]) -> None:
+    log.warning(
+        "topic_configs_not_altered",
+        topic=result["resource_name"],
+        error=f"{result['error_code']} {result['error_message']}",
+        action=f"set {wanted} on the topic (kafka-configs.sh --alter), or grant ALTER_CONFIGS",
+    )
 
 
 def check_partitions(settings: Settings, counts: dict[str, int]) -> None:

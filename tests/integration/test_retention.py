@@ -8,19 +8,26 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from services import http_json
 
 from participants import EXAMPLES
 from saga_app.connection import aiokafka_options
 from saga_app.settings import Settings
-from saga_app.topology import ORCHESTRATOR_APP, SAGA_TABLE, changelog, participant_group
+from saga_app.topology import (
+    ORCHESTRATOR_APP,
+    SAGA_TABLE,
+    changelog,
+    keep_expiring,
+    participant_group,
+)
 from tests.integration.saga_system import SagaSystem, eventually
 from tests.integration.test_sagas import order
 from topics.schemas import json_schemas
@@ -129,15 +136,52 @@ def test_the_participants_answers_expire_with_the_retention_and_their_records_st
     assert configs[records]["cleanup.policy"] == "compact"
 
 
+async def test_an_existing_answers_changelog_is_kept_to_the_retention_and_its_other_settings(
+    system: SagaSystem, unique_name: Callable[[str], str]
+) -> None:
+    """A changelog created before answers expired (compacted only), with an operator's own
+    `segment.ms`, gets the retention's configs and keeps the operator's; a second start alters
+    nothing; `SAGA_RETENTION=0` makes it compacted only again. A refusal does not stop the
+    process."""
+    settings = replace(system.settings, retention=RETENTION)
+    topic = unique_name("answered-changelog")
+    older = {"cleanup.policy": "compact", "segment.ms": "600000", "min.insync.replicas": "1"}
+    admin = AIOKafkaAdminClient(**aiokafka_options(settings))
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs=older)])
+        assert await keep_expiring(admin, [topic], settings) == [topic]
+        config = (await _configs(admin, [topic]))[topic]
+        assert (config["cleanup.policy"], config["retention.ms"]) == ("compact,delete", "2000")
+        assert (config["segment.ms"], config["min.insync.replicas"]) == ("600000", "1")
+        assert await keep_expiring(admin, [topic], settings) == []
+
+        forever = replace(settings, retention=0)
+        assert await keep_expiring(admin, [topic], forever) == [topic]
+        config = (await _configs(admin, [topic]))[topic]
+        assert config["cleanup.policy"] == "compact"
+        assert config["retention.ms"] == str(7 * 86400 * 1000)  # the broker's default again
+        assert config["segment.ms"] == "600000"
+
+        # A topic the cluster will not describe (here: none such) is warned of, not fatal.
+        assert await keep_expiring(admin, [unique_name("missing")], settings) == []
+    finally:
+        await admin.close()
+
+
 async def _topic_configs(settings: Settings, topics: list[str]) -> dict[str, dict[str, str]]:
     admin = AIOKafkaAdminClient(**aiokafka_options(settings))
     await admin.start()
     try:
-        [response] = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in topics]
-        )
+        return await _configs(admin, topics)
     finally:
         await admin.close()
+
+
+async def _configs(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, dict[str, str]]:
+    [response] = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in topics]
+    )
     return {
         r["resource_name"]: {e["config_names"]: e["config_value"] for e in r["config_entries"]}
         for r in response.to_object()["resources"]

@@ -15,6 +15,7 @@ from saga_app.registry import load_sagas
 from saga_app.settings import Settings
 from saga_app.topology import (
     answers_kept,
+    expiry_config,
     participant_group,
     participant_topics,
     worker_topics,
@@ -77,6 +78,10 @@ def test_the_participants_forget_answers_after_the_retention_and_keep_records(
     ttls = {name: (table.options or {}).get("ttl") for name, table in tables.items()}
     assert ttls.pop("answered") == 7 * 86400
     assert set(ttls.values()) == {None}
+    assert expiry_config(settings) == {
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str(7 * 86400 * 1000),
+    }
     forever = replace(settings, retention=0)
-    assert participant_topics(forever, names).expiring == ()
     assert answers_kept(forever) == 0  # RocksDB's ttl 0: entries never expire
+    assert expiry_config(forever) == {"cleanup.policy": "compact"}
