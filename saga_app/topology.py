@@ -190,8 +190,8 @@ async def keep_expiring(
     """Give existing `topics` today's `expiry_config`: created before expiry existed, or
     under another `SAGA_RETENTION`. Returns those it altered. Kafka's AlterConfigs replaces
     all of a topic's own settings, so the others (an operator's `segment.ms`) are sent along.
-    A cluster that refuses (no ALTER_CONFIGS right) gets a warning saying what to set: the
-    topic then keeps answers longer than the store, which is safe."""
+    A cluster that refuses (no ALTER_CONFIGS right) gets a warning saying what to set, and the
+    process goes on: the changelog then keeps answers as its older settings say."""
     if not topics:
         return []
     wanted = expiry_config(settings)
