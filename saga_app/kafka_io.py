@@ -129,10 +129,11 @@ class _BoundedRocksDB(RocksDBOptions):
 
     def as_options(self) -> Any:
         options = super().as_options()
-        if self.use_rocksdict:
-            options.set_max_log_file_size(self.INFO_LOG_BYTES)
-            options.set_keep_log_file_num(2)
-        if self.use_rocksdict and self.memory is not None:
+        if not self.use_rocksdict:
+            return options
+        options.set_max_log_file_size(self.INFO_LOG_BYTES)
+        options.set_keep_log_file_num(2)
+        if self.memory is not None:
             table = rocksdict.BlockBasedOptions()
             table.set_bloom_filter(self.bloom_filter_size, True)
             table.set_block_cache(self.memory.cache)

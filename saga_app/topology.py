@@ -104,9 +104,10 @@ def answers_kept(settings: Settings) -> int:
 
 def expiry_config(settings: Settings) -> dict[str, str]:
     """The topic configs that make an expiring changelog keep what its store keeps."""
-    if not answers_kept(settings):
+    kept = answers_kept(settings)
+    if not kept:
         return {"cleanup.policy": "compact"}
-    return {"cleanup.policy": "compact,delete", "retention.ms": str(answers_kept(settings) * 1000)}
+    return {"cleanup.policy": "compact,delete", "retention.ms": str(kept * 1000)}
 
 
 def service_topics(settings: Settings, services: Sequence[Service]) -> TopicPlan:
