@@ -8,7 +8,9 @@ without `--bootstrap` it starts its own broker. One Python process runs the shap
 
 The orchestrator loop writes one record to a compacted "changelog" topic per event it
 handles, as the product's table does, and only then sends the next command (the product's
-outbox rule). All sagas are started at once; it prints sagas/s, messages/s and the p50/p99
+outbox rule). Its garbage collector runs as the product's processes run theirs
+(`tune_for_records`), so that the two sides differ only in what they do with a record. All
+sagas are started at once; it prints sagas/s, messages/s and the p50/p99
 saga latency. `make bench-e2e` puts the product's figures beside these; with `--worker-cores`
 it runs the orchestrator loop as it runs the workers, in processes of its own, each held to a
 share of a core (`run(orchestrators=N, cores=C)`).
@@ -45,6 +47,8 @@ sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "benchmarks")]
 
 import local_kafka  # noqa: E402
 from cpu_cap import cpu_capped  # noqa: E402
+
+from saga_app.collector import tune_for_records  # noqa: E402
 
 STEPS = 4
 PARTITIONS = 4
@@ -223,6 +227,7 @@ async def orchestrator_process(bootstrap: str, prefix: str, traffic: Traffic) ->
     """The orchestrator loop alone, one of a group of such processes (`--orchestrators`): each
     saga's end goes to the `done` topic (or is an event), which the process that started it
     reads."""
+    tune_for_records()
     producer = producer_for(bootstrap)
     await producer.start()
     consumer = consumer_for(bootstrap, f"{prefix}orchestrator")
@@ -293,6 +298,7 @@ async def run(
 ) -> dict[str, float]:
     """`count` sagas, all started at once or `rate` per second. The orchestrator loop runs in
     this process, or with `orchestrators` > 0 in that many of its own, each held to `cores`."""
+    tune_for_records()
     prefix = f"floor-{uuid.uuid4().hex[:6]}."
     await create_topics(bootstrap, prefix, traffic)
     producer = producer_for(bootstrap)
