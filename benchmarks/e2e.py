@@ -11,11 +11,12 @@ cores), CPU seconds per 1,000 sagas for the worker and the participants, and the
 product / floor (the issue's goal: >= 0.5).
 Then each side runs paced, at half its own maximum rate and at 10 sagas/s, for the latency at
 those loads (the floor: start sent to last reply read; the product: the start's and the last
-reply's timestamps, as `saga.events` carries them; each load after 3 s of itself that are not
-counted, while the broker compiles its code), and the CPU per saga at each: at half the
-maximum rate rounds hold few records, and each round's fetch and produce requests cost about as
-much as its sagas (`benchmarks/round_cost.py`): the product's paced loads kept both cores 88-93%
-busy, more than its burst did (62-74%); the floor's 200/s load kept them 65-67% busy.
+reply's timestamps, as `saga.events` carries them; each load after a lead-in of itself that is
+not counted, until the broker has compiled the code it runs: `warmed_up`), and the CPU per
+saga at each: at half the maximum rate rounds hold few records, and each round's fetch and
+produce requests cost about as much as its sagas (`benchmarks/round_cost.py`): the product's
+paced loads kept both cores 88-93% busy, more than its burst did (62-74%); the floor's 200/s
+load kept them 65-67% busy.
 With `--worker-cores 0.25`, each worker is held to a quarter of a core (`cpu_cap.py`, root):
 the workers are then the bottleneck, and `--workers 1` against `--workers 2` shows what a
 second worker on its own partitions buys. Uncapped, on two cores that the broker and the
@@ -55,7 +56,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -256,10 +257,15 @@ def product_run(
             "load_cpu": load_cpu * 1000 / max(len(finished), 1),
         }
         for name, rate, paced in paced_loads(figures["sagas_per_s"], rates):
-            leading = batch(lead_in(rate), ["create_order"], happy=True)
-            asyncio.run(run_batch(settings, leading, timeout=600, rate=rate))
+
+            def leading(sagas: int, rate: float = rate) -> object:
+                lead = batch(sagas, ["create_order"], happy=True)
+                return asyncio.run(run_batch(settings, lead, timeout=600, rate=rate))
+
+            led = warmed_up(leading, rate, pids["broker"])
             finished, used, _ = measured(batch(paced, ["create_order"], happy=True), rate)
             figures |= {f"{name}_{k}": v for k, v in (latencies(finished) | used).items()}
+            figures[f"{name}_lead_in_s"] = led
     return figures
 
 
@@ -305,21 +311,51 @@ PACED_SECONDS = 10.0
 """How long each paced load runs."""
 
 LEAD_IN_SECONDS = 3.0
-"""How long each paced load runs first without being counted. The broker compiles the code its
-new kind of traffic runs: at the start of the product's half-rate load, after the floor's loads
-and the product's burst, its JIT compiler took 77% of a core, and 18-34% for three seconds more.
-The half-rate load's slowest sagas had all started then (p99 306-332 ms in scratch runs; after a
-3 s lead-in, 215 ms)."""
+"""Each paced load first runs uncounted, this long at a time, until the broker has compiled the
+code its new kind of traffic runs (`warmed_up`)."""
+
+JIT_SETTLED = 0.1
+"""The share of a core the broker's JIT compiler may still take while a lead-in runs for the
+load after it to be counted. At the start of a paced load of 500 sagas/s on a new broker, its
+compiler threads took 0.6-0.7 of a core for 5 s and 0.1-0.3 for 5 s more: sagas started then
+took 300-700 ms, later ones 100-250 ms. Here the floor's first half-rate load needed 15-16 s of
+lead-in, and the product's 6 s even after the floor's loads and its own burst. A fixed 3 s
+lead-in left the rest in the counted load, whose p99 then told of the JIT more than of the
+processes it measures: a broker that runs for days compiled that code long ago."""
+
+LEAD_IN_MAX_SECONDS = 30.0
+"""The longest a lead-in runs, settled or not."""
 
 
-def lead_in(rate: float) -> int:
-    """The sagas of the uncounted start of a paced load at `rate`."""
-    return max(1, int(rate * LEAD_IN_SECONDS))
+def compiler_seconds(pid: int) -> float:
+    """CPU seconds the JVM `pid` has spent in its JIT compiler threads so far (Linux /proc)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            if "Compiler" in (task / "comm").read_text():
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def warmed_up(run: Callable[[int], object], rate: float, broker: int) -> float:
+    """Run a paced load at `rate` uncounted (`run(sagas)`), `LEAD_IN_SECONDS` at a time, until
+    the broker's JIT has settled (`JIT_SETTLED`) or `LEAD_IN_MAX_SECONDS` have passed; returns
+    the seconds it ran."""
+    ran = 0.0
+    while ran < LEAD_IN_MAX_SECONDS:
+        compiled, began = compiler_seconds(broker), time.monotonic()
+        run(max(1, int(rate * LEAD_IN_SECONDS)))
+        elapsed = time.monotonic() - began
+        ran += elapsed
+        if (compiler_seconds(broker) - compiled) / elapsed < JIT_SETTLED:
+            break
+    return ran
 
 
 def paced_loads(max_rate: float, rates: Sequence[float] = ()) -> list[tuple[str, float, int]]:
     """(name, sagas per second, sagas) of the loads whose latency is measured: half the
-    maximum rate, 10 sagas/s, and each of `rates` (each after its `lead_in`)."""
+    maximum rate, 10 sagas/s, and each of `rates` (each after its lead-in: `warmed_up`)."""
     loads = [("half", max_rate / 2), ("slow", 10.0), *((f"at{rate:g}", rate) for rate in rates)]
     return [(name, rate, int(rate * PACED_SECONDS)) for name, rate in loads]
 
@@ -353,12 +389,13 @@ def floor_run(
 
     figures = measured(count)
     for name, rate, paced in paced_loads(figures["sagas_per_s"], rates):
-        run(lead_in(rate), rate)
+        led = warmed_up(lambda sagas, rate=rate: run(sagas, rate), rate, broker)
         paced_figures = measured(paced, rate)
         figures |= {
             f"{name}_{k}": paced_figures[k]
             for k in ("p50_s", "p99_s", "floor_cpu", "broker_cpu", "machine_busy")
         }
+        figures[f"{name}_lead_in_s"] = led
     return figures
 
 
@@ -377,6 +414,7 @@ def line(label: str, figures: dict[str, float], rates: Sequence[float] = ()) -> 
         text += (
             f"\n{'':<16}at {rate:6.0f} sagas/s:  p50 {paced['p50_s'] * 1000:7.0f} ms"
             f"  p99 {paced['p99_s'] * 1000:7.0f} ms   {cpu_text(paced)}"
+            f"; after {paced['lead_in_s']:.0f} s of lead-in"
         )
     return text
 
