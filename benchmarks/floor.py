@@ -10,10 +10,10 @@ The orchestrator loop writes one record to a compacted "changelog" topic per eve
 handles, as the product's table does, and only then sends the next command (the product's
 outbox rule). Its garbage collector runs as the product's processes run theirs
 (`tune_for_records`), so that the two sides differ only in what they do with a record. All
-sagas are started at once; it prints sagas/s, messages/s and the p50/p99
-saga latency. `make bench-e2e` puts the product's figures beside these; with `--worker-cores`
-it runs the orchestrator loop as it runs the workers, in processes of its own, each held to a
-share of a core (`run(orchestrators=N, cores=C)`).
+sagas are started at once; it prints sagas/s, messages/s and the p50/p99 saga latency.
+`make bench-e2e` puts the product's figures beside these; with `--worker-cores` it runs the
+orchestrator loop as it runs the workers, in processes of its own, each held to a share of a
+core (`run(orchestrators=N, cores=C)`).
 
 With `--contract` it carries what the product's contract puts on the broker per saga
 (`CONTRACT`): the saga state as the changelog value, two `saga.events` records per event
