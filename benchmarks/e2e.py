@@ -322,11 +322,12 @@ code its new kind of traffic runs (`warmed_up`)."""
 JIT_SETTLED = 0.1
 """The share of a core the broker's JIT compiler may still take while a lead-in runs for the
 load after it to be counted. At the start of a paced load of 500 sagas/s on a new broker, its
-compiler threads took 0.6-0.7 of a core for 5 s and 0.1-0.3 for 5 s more: sagas started then
-took 300-700 ms, later ones 100-250 ms. Here the floor's first half-rate load needed 15-16 s of
-lead-in, and the product's 6 s even after the floor's loads and its own burst. A fixed 3 s
-lead-in left the rest in the counted load, whose p99 then told of the JIT more than of the
-processes it measures: a broker that runs for days compiled that code long ago."""
+compiler threads took 0.6-0.7 of a core for 5 s, 0.26-0.45 for 5 s more and ~0.1 for 2 s after:
+sagas started then took 300-725 ms, later ones 100-250 ms. Here the floor's first half-rate
+load needed 15-16 s of lead-in, and the product's 6 s even after the floor's loads and its own
+burst. A fixed 3 s lead-in left the rest in the counted load, whose p99 then told of the JIT
+more than of the processes it measures: a broker that runs for days compiled that code long
+ago."""
 
 LEAD_IN_MAX_SECONDS = 30.0
 """The longest a lead-in runs, settled or not."""
