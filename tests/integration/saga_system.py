@@ -56,6 +56,33 @@ def eventually(read: Callable[[], T], ok: Callable[[T], bool], what: str, timeou
         time.sleep(0.2)  # polling interval
 
 
+async def topic_configs(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, dict[str, str]]:
+    """Each topic's configs as the broker describes them, by name."""
+    [response] = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in topics]
+    )
+    return {
+        r["resource_name"]: {e["config_names"]: e["config_value"] for e in r["config_entries"]}
+        for r in response.to_object()["resources"]
+    }
+
+
+async def described(
+    admin: AIOKafkaAdminClient,
+    topic: str,
+    ok: Callable[[dict[str, str]], bool],
+    timeout: float = 30,
+) -> dict[str, str]:
+    """`topic`'s configs once `ok` accepts them. A KRaft broker acknowledges an alteration when
+    its controller has taken it, and describes it once its own metadata has caught up: a moment
+    later, more under load (CI once saw the old configs right after the acknowledgement)."""
+    deadline = time.monotonic() + timeout
+    while not ok(config := (await topic_configs(admin, [topic]))[topic]):
+        assert time.monotonic() < deadline, f"{topic}: configs not so after {timeout:g}s: {config}"
+        await asyncio.sleep(0.1)  # polling interval
+    return config
+
+
 class Deadline:
     """One deadline for a test's successive waits, each given what is left of it: their sum stays
     under the test's pytest timeout, so a slow run fails at the wait that was slow, saying which,
@@ -299,13 +326,15 @@ class SagaSystem:
         asyncio.run(create())
 
     def configure_topic(self, name: str, config: dict[str, str]) -> None:
-        """Change a topic's configuration (e.g. lift a limit a test imposed)."""
+        """Change a topic's configuration (e.g. lift a limit a test imposed); returns once the
+        broker describes the change."""
 
         async def alter() -> None:
             admin = AIOKafkaAdminClient(**aiokafka_options(self.settings))
             await admin.start()
             try:
                 await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, config)])
+                await described(admin, name, lambda now: config.items() <= now.items())
             finally:
                 await admin.close()
 

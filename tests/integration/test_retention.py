@@ -15,7 +15,6 @@ from typing import Any
 import jsonschema
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from services import http_json
 
 from participants import EXAMPLES
@@ -28,7 +27,7 @@ from saga_app.topology import (
     keep_expiring,
     participant_group,
 )
-from tests.integration.saga_system import SagaSystem, eventually
+from tests.integration.saga_system import SagaSystem, described, eventually, topic_configs
 from tests.integration.test_sagas import order
 from topics.schemas import json_schemas
 
@@ -151,15 +150,17 @@ async def test_an_existing_answers_changelog_is_kept_to_the_retention_and_its_ot
     try:
         await admin.create_topics([NewTopic(topic, 1, 1, topic_configs=older)])
         assert await keep_expiring(admin, [topic], settings) == [topic]
-        config = (await _configs(admin, [topic]))[topic]
-        assert (config["cleanup.policy"], config["retention.ms"]) == ("compact,delete", "2000")
+        config = await described(
+            admin,
+            topic,
+            lambda c: (c["cleanup.policy"], c["retention.ms"]) == ("compact,delete", "2000"),
+        )
         assert (config["segment.ms"], config["min.insync.replicas"]) == ("600000", "1")
         assert await keep_expiring(admin, [topic], settings) == []
 
         forever = replace(settings, retention=0)
         assert await keep_expiring(admin, [topic], forever) == [topic]
-        config = (await _configs(admin, [topic]))[topic]
-        assert config["cleanup.policy"] == "compact"
+        config = await described(admin, topic, lambda c: c["cleanup.policy"] == "compact")
         assert config["retention.ms"] == str(7 * 86400 * 1000)  # the broker's default again
         assert config["segment.ms"] == "600000"
 
@@ -173,16 +174,6 @@ async def _topic_configs(settings: Settings, topics: list[str]) -> dict[str, dic
     admin = AIOKafkaAdminClient(**aiokafka_options(settings))
     await admin.start()
     try:
-        return await _configs(admin, topics)
+        return await topic_configs(admin, topics)
     finally:
         await admin.close()
-
-
-async def _configs(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, dict[str, str]]:
-    [response] = await admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in topics]
-    )
-    return {
-        r["resource_name"]: {e["config_names"]: e["config_value"] for e in r["config_entries"]}
-        for r in response.to_object()["resources"]
-    }
