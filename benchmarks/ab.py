@@ -21,7 +21,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "benchmarks")]
 
 import local_kafka  # noqa: E402
 from e2e import floor_run, line, product_run  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 
 COMPARED = ("sagas_per_s", "worker_cpu", "participants_cpu", "broker_cpu", "half_p99_s")
 
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs of each side")
     parser.add_argument("--count", type=int, default=2000, help="sagas per run, started at once")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-ab-"))
+    workdir = scratch_dir("bench-ab-")
     labels = (f"A {args.base}", "B this checkout")
     runs: tuple[list[dict[str, float]], list[dict[str, float]]] = ([], [])
     with worktree(args.base, workdir / "base") as base:

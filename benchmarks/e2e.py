@@ -53,7 +53,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -67,6 +66,7 @@ import floor  # noqa: E402
 import local_kafka  # noqa: E402
 from cpu_cap import available, cpu_capped  # noqa: E402
 from demo import batch, percentile, run_batch  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 from services import Service  # noqa: E402
 
 from saga_app.registry import EXAMPLES, load_sagas  # noqa: E402
@@ -491,7 +491,7 @@ def main() -> None:
     for cores in (args.worker_cores, args.participant_cores):
         if cores and (why := available(cores)):
             parser.error(why)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    workdir = scratch_dir("bench-e2e-")
     kafka = local_kafka.LocalKafka(
         local_kafka.free_port(), 1, workdir / "kafka", verbose=False, heap=BROKER_HEAP
     )

@@ -30,7 +30,6 @@ import contextlib
 import json
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from asyncio.subprocess import PIPE, Process
@@ -47,6 +46,7 @@ sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "benchmarks")]
 
 import local_kafka  # noqa: E402
 from cpu_cap import cpu_capped  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 
 from saga_app.collector import tune_for_records  # noqa: E402
 
@@ -386,7 +386,7 @@ def main() -> None:
     kafka = None
     bootstrap = args.bootstrap
     if bootstrap is None:
-        workdir = Path(tempfile.mkdtemp(prefix="bench-floor-"))
+        workdir = scratch_dir("bench-floor-")
         kafka = local_kafka.LocalKafka(local_kafka.free_port(), 1, workdir / "kafka", verbose=False)
         kafka.up()
         bootstrap = kafka.bootstrap_servers

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from aiokafka import AIOKafkaConsumer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from demo import batch, percentile, run_batch  # noqa: E402
 from e2e import running_product  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 
 from topics import TopicCatalog  # noqa: E402
 
@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="how long the load runs")
     parser.add_argument("--narrow", action="store_true", help="create_order's processes only")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-hops-"))
+    workdir = scratch_dir("bench-hops-")
     kafka = local_kafka.LocalKafka(local_kafka.free_port(), 1, workdir / "kafka", verbose=False)
     kafka.up()
     try:

@@ -22,7 +22,6 @@ import asyncio
 import json
 import signal
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 import local_kafka  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 from services import Service, http_json  # noqa: E402
 
 from saga_app.client import SagaClient  # noqa: E402
@@ -114,7 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=40.0, help="sagas started per second")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-rebalance-"))
+    workdir = scratch_dir("bench-rebalance-")
     kafka = local_kafka.LocalKafka(local_kafka.free_port(), 1, workdir / "kafka", verbose=False)
     kafka.up()
     system = SagaSystem(kafka.bootstrap_servers, workdir, "rb.", PARTITIONS, workers=2)

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +33,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 import local_kafka  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 
 TOPICS, PARTITIONS = 9, 8
 """Empty topics to assign partitions of: up to 72 partitions."""
@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="measurements of each figure")
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds of fetching each")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-round-"))
+    workdir = scratch_dir("bench-round-")
     kafka = local_kafka.LocalKafka(local_kafka.free_port(), 1, workdir / "kafka", verbose=False)
     kafka.up()
     try:

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "benchmarks")]
 import local_kafka  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 from scale import stored_states  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 from services import Service, http_json  # noqa: E402
 
 from saga_app.registry import EXAMPLES, load_sagas  # noqa: E402
@@ -89,7 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sagas", type=int, default=1_000_000)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-takeover-"))
+    workdir = scratch_dir("bench-takeover-")
     kafka = local_kafka.LocalKafka(local_kafka.free_port(), 1, workdir / "kafka", verbose=False)
     kafka.up()
     env = {"SAGA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "SAGA_TOPIC_PREFIX": "takeover."}

@@ -29,7 +29,6 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -62,6 +61,7 @@ from benchmarks.chaos.check import (  # noqa: E402
 )
 from benchmarks.chaos.ledger import LEDGER_DIR_ENV, read_ledgers  # noqa: E402
 from benchmarks.chaos.plan import PARTICIPANT_ENV, PlannedSaga, make_plan  # noqa: E402
+from benchmarks.scratch import scratch_dir  # noqa: E402
 from saga_app.client import SagaClient  # noqa: E402
 from saga_app.connection import aiokafka_options  # noqa: E402
 from saga_app.topology import ORCHESTRATOR_APP, SAGA_TABLE, changelog  # noqa: E402
@@ -871,7 +871,7 @@ def _start_kafka(workdir: Path) -> local_kafka.LocalKafka:
 
 def run_chaos(config: ChaosConfig, kafka: local_kafka.LocalKafka | None = None) -> ChaosReport:
     """One chaos run; starts (and stops) its own 3-node Kafka unless `kafka` is given."""
-    workdir = config.workdir or Path(tempfile.mkdtemp(prefix="chaos-"))
+    workdir = config.workdir or scratch_dir("chaos-")
     workdir.mkdir(parents=True, exist_ok=True)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # a broker down is the plan
     own_kafka = kafka is None
