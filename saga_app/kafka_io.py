@@ -309,14 +309,63 @@ process idle, for ~1.4 s (414-473 sagas/s instead of 570-840); at 100 ms, none o
 an idle worker costs no more. At 25 ms the extra empty fetches cost more than they saved."""
 
 
+class FetchBetweenRounds:
+    """Holds a consumer's next fetch from the moment a round takes records until the loop asks
+    for more, so that the next round gets all that reached the broker in the meantime.
+
+    aiokafka sends the next fetch as soon as records are taken. Sent at the start of a round,
+    that fetch waits at the broker for the first new record and returns with it alone; the
+    records that arrive during the rest of the round wait for the round after next: at every
+    hop of a saga, in the worker and in the participants. Sent when the round has ended, the
+    fetch returns at once with all of them. At 600 sagas/s (4 alternated pairs of runs, each on
+    a fresh broker) the saga p50 went from 261 to 126 ms and p99 from 424 to 224 ms; 2,000
+    sagas at once ran as fast as before (3 pairs: 955 against 932 sagas/s)."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._fetcher: Any = None
+
+    def asking(self, fetcher: Any) -> None:
+        """The loop asks `fetcher` (aiokafka's) for records: it may fetch now."""
+        if fetcher is not self._fetcher:
+            self._fetcher = fetcher
+            self._hold(fetcher)
+        if self._held:
+            self._held = False
+            fetcher._notify(fetcher._wait_consume_future)  # wakes its fetch task to plan again
+
+    def taken(self, records: Mapping[Any, Any]) -> None:
+        """A round took `records`: no fetch until the loop asks again."""
+        self._held = bool(records)
+
+    def _hold(self, fetcher: Any) -> None:
+        plan = fetcher._get_actions_per_node  # per broker, the fetch to send and other actions
+
+        def held_plan(assignment: Any) -> Any:
+            fetches, *others = plan(assignment)
+            return ([] if self._held else fetches, *others)
+
+        fetcher._get_actions_per_node = held_plan
+
+
 class _SagaConsumerThread(AIOKafkaConsumerThread):
     """Faust's consumer thread, whose aiokafka consumer waits at most `FETCH_MAX_WAIT_MS` for
-    records (faust passes a fixed 1,500 ms)."""
+    records (faust passes a fixed 1,500 ms) and fetches between rounds (`FetchBetweenRounds`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._between_rounds = FetchBetweenRounds()
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when it starts its fetcher
         return consumer
+
+    async def _fetch_records(self, consumer: Any, *args: Any, **kwargs: Any) -> Any:
+        self._between_rounds.asking(consumer._fetcher)
+        records = await super()._fetch_records(consumer, *args, **kwargs)
+        self._between_rounds.taken(records)
+        return records
 
 
 class _SagaConsumer(Consumer):
