@@ -342,8 +342,10 @@ class FetchBetweenRounds:
         plan = fetcher._get_actions_per_node  # per broker, the fetch to send and other actions
 
         def held_plan(assignment: Any) -> Any:
-            fetches, *others = plan(assignment)
-            return ([] if self._held else fetches, *others)
+            if self._held:  # nothing to do until the loop asks; planning would visit every
+                # partition (at 10 sagas/s a quarter more CPU in the fetch threads)
+                return [], {}, fetcher._fetcher_timeout, False, []
+            return plan(assignment)
 
         fetcher._get_actions_per_node = held_plan
 
