@@ -9,9 +9,8 @@ share them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -111,11 +110,10 @@ class Timer(BaseModel):
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Wakeup:
+class Wakeup(NamedTuple):
     """A timer one saga waits for, as the sweeper keeps it until it falls due and becomes a
     `SagaTimeout`: a worker keeps two for each saga in flight, and as pydantic models they
-    took 1,744 bytes a saga and 3 µs to build."""
+    took 1,744 bytes a saga and 3 µs to build. The sweeper keeps its fields in a plain tuple."""
 
     timer: TimerKind
     due_at: float
