@@ -16,7 +16,7 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from saga_app.admission import Admission
-from saga_app.collector import garbage_collection_paused
+from saga_app.collector import collect_young, garbage_collection_paused
 from saga_app.correlation import Correlator
 from saga_app.kafka_io import (
     FaustPublisher,
@@ -166,6 +166,8 @@ class SagaWorker:
             states = [SagaHead.model_validate_json(raw) for raw in chunk]
             self.orchestrator.index_taken_over(states)
             count += len(states)
+            del states  # before the pass: what is left to walk is what the indexes keep
+            collect_young()
             await asyncio.sleep(0)
             if rebalances != self._rebalances:
                 return 0  # the partitions moved again: the next takeover starts over

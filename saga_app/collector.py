@@ -41,3 +41,13 @@ def garbage_collection_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def collect_young() -> None:
+    """Collect the youngest generation now, while what it holds is few objects, fresh in cache.
+
+    A takeover indexes a million sagas with the collector paused. Their timers are tuples that
+    a pass stops tracking (saga_app.sweeper), but the first pass after the pause met them all at
+    once: 0.5-0.6 s with the event loop blocked. A pass after each chunk of 1,000 takes ~0.16 ms
+    (0.16-0.17 s for the million, a scratch measurement)."""
+    gc.collect(0)

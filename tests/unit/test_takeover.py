@@ -6,7 +6,14 @@ import gc
 
 import pytest
 
-from saga_app.collector import THRESHOLDS, garbage_collection_paused, tune_for_records
+from saga_app.collector import (
+    THRESHOLDS,
+    collect_young,
+    garbage_collection_paused,
+    tune_for_records,
+)
+from saga_app.state import Wakeup
+from saga_app.sweeper import DeadlineIndex
 from tests.unit.test_orchestrator import CATALOG, make, record, start
 
 
@@ -62,3 +69,17 @@ def test_a_process_tuned_for_records_stops_walking_its_startup_objects() -> None
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+def test_a_young_pass_during_a_paused_takeover_stops_the_collector_tracking_its_timers() -> None:
+    """The takeover collects the young generation after each chunk, the collector otherwise
+    paused: the chunk's timers are then untracked, not left for one long pass at the end."""
+    index = DeadlineIndex()
+    with garbage_collection_paused():
+        before = len(gc.get_objects())
+        for i in range(5_000):
+            index.track(f"s{i}", [Wakeup("deadline", 9e9 + i)])
+        assert len(gc.get_objects()) - before >= 5_000
+        collect_young()
+        assert len(gc.get_objects()) - before < 100
+    assert len(index) == 5_000
