@@ -10,7 +10,7 @@ only: on partition assignment the worker rebuilds it from the states it now owns
 Its entries are tuples of plain values (strings, numbers), which the garbage collector stops
 tracking after its first pass over them. As objects, a million sagas in flight made every full
 pass of the collector walk 4 million of them: 2 s with nothing to collect (`make bench-scale`),
-and at 600 sagas/s the worker's passes paused it 44-112 ms every few seconds.
+and at 600 sagas/s the worker's older passes paused it for 44-112 ms.
 """
 
 from __future__ import annotations

@@ -92,7 +92,6 @@ def test_pop_due_only_looks_at_due_entries() -> None:
     assert len(index._heap) == heap_before - 5
 
 
-
 def test_timers_in_flight_leave_nothing_for_the_garbage_collector_to_walk() -> None:
     """A worker holds two timers per saga in flight; once collected, they are plain values the
     collector no longer tracks, so its passes do not grow with the sagas in flight (as objects,
@@ -106,6 +105,7 @@ def test_timers_in_flight_leave_nothing_for_the_garbage_collector_to_walk() -> N
     assert len(gc.get_objects()) - before < 100
     assert len(index) == 20_000
     assert [t.saga_id for t in index.pop_due(100.0)] == ["s0"]
+
 
 _OPS = st.lists(
     st.one_of(
