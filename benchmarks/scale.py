@@ -88,7 +88,8 @@ def main() -> None:
             del states  # freeing them counts as indexing: the worker frees them too
             indexed = time.perf_counter()
             collect_young()
-            parsing, indexing = parsing + parsed - began, indexing + indexed - parsed
+            parsing += parsed - began
+            indexing += indexed - parsed
             young += time.perf_counter() - indexed
         del raw
         timed("takeover: parse every stored state", parsing, n)
