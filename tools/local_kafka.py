@@ -226,20 +226,15 @@ def node_ports(port: int, nodes: int) -> list[tuple[int, int]]:
 
 
 def free_port(nodes: int = 1) -> int:
-    """A base port whose broker and controller ports (all ``2 * nodes`` of them) are free."""
-    return free_ports(2 * nodes)
-
-
-def free_ports(count: int = 1) -> int:
-    """The first of ``count`` consecutive ports nobody listens on.
+    """A base port whose broker and controller ports (all ``2 * nodes`` of them) are free.
 
     Picked at random below Linux's ephemeral range (32768+), so that outgoing connections of
-    other programs are unlikely to take the ports between this call and the process's bind.
+    other programs are unlikely to take the ports between this call and the broker's start.
     """
     rng = secrets.SystemRandom()
     for _ in range(200):
         base = rng.randrange(20000, 32000, 2)
-        if all(_port_free(p) for p in range(base, base + count)):
+        if all(_port_free(p) for pair in node_ports(base, nodes) for p in pair):
             return base
     raise KafkaToolError("found no free ports between 20000 and 32000 on 127.0.0.1")
 

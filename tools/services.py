@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from saga_app.web_auth import bearer_header, token_from_env
-from tools.local_kafka import free_ports
 
 READY_TIMEOUT = 90.0
 
@@ -34,11 +34,16 @@ def port_is_free(port: int) -> bool:
 
 
 def free_port() -> int:
-    """A TCP port nobody listens on right now, below the range outgoing connections take
-    theirs from (`local_kafka.free_ports`). A port the OS hands out (a bind to port 0) is one
-    any outgoing connection may take before the process binds it: CI failed so once, a
-    participants process finding its web port 53863 in use."""
-    return free_ports()
+    """A TCP port nobody listens on right now, picked at random below Linux's ephemeral range
+    (32768+), as `local_kafka.free_port` picks a broker's. A port the OS hands out (a bind to
+    port 0) is one any outgoing connection may take before the process binds it: CI failed so
+    once, a participants process finding its web port 53863 in use."""
+    rng = secrets.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        if port_is_free(port):
+            return port
+    raise RuntimeError("found no free port between 20000 and 32000 on 127.0.0.1")
 
 
 def http_json(
