@@ -89,6 +89,10 @@ bench-takeover: kafka-fetch ## A new worker taking over 1,000,000 stored sagas o
 bench-e2e: kafka-fetch ## Sagas/s of the product beside the bare-aiokafka floor on one broker (BENCH_ARGS="--count 500")
 	$(PY) benchmarks/e2e.py $(BENCH_ARGS)
 
+.PHONY: bench-ceiling
+bench-ceiling: kafka-fetch ## The best product/floor ratio this contract and the product's logic allow here, no Faust
+	$(PY) benchmarks/ceiling.py $(BENCH_ARGS)
+
 .PHONY: bench-round
 bench-round: kafka-fetch ## CPU a Python client spends per fetch (by partitions assigned) and per produce request
 	$(PY) benchmarks/round_cost.py $(BENCH_ARGS)

@@ -69,6 +69,11 @@ class Traffic:
     then noted where the orchestrator handles it)."""
     dedupe: tuple[int, ...] = ()
     """The participant's changelog records per command, stored before it replies."""
+    decide_us: float = 0.0
+    """CPU the orchestrator loop burns per record it handles, standing in for the product's
+    deciding (parse, decide, dump: `benchmarks/ceiling.py` measures it)."""
+    answer_us: float = 0.0
+    """CPU the participant loop burns per command, standing in for the participant runtime."""
 
     @property
     def messages_per_saga(self) -> int:
@@ -93,6 +98,14 @@ def events_after(step: int) -> list[str]:
     """The two events the orchestrator publishes once it has handled the input of `step` (0:
     the start)."""
     return EVENTS[2 * step : 2 * step + 2]
+
+
+def burn(microseconds: float) -> None:
+    """Keep this thread on the CPU for `microseconds` of its own CPU time."""
+    if microseconds:
+        until = time.thread_time() + microseconds / 1e6
+        while time.thread_time() < until:
+            pass
 
 
 def padded(document: dict[str, Any], size: int) -> bytes:
@@ -176,6 +189,7 @@ async def orchestrate(
     async for record in consumer:
         assert record.key is not None and record.value is not None
         event = json.loads(record.value)
+        burn(traffic.decide_us)
         step, saga_id = event["step"], event["saga_id"]
         state = padded({"saga_id": saga_id, "step": step}, traffic.state)
         stored = await producer.send(f"{prefix}changelog", state, key=record.key)
@@ -201,6 +215,7 @@ async def participate(
     async for record in consumer:
         assert record.key is not None and record.value is not None
         command = json.loads(record.value)
+        burn(traffic.answer_us)
         reply = {"saga_id": command["saga_id"], "step": command["step"], "ok": True}
         answer = padded(reply, traffic.reply)
         if not traffic.dedupe:

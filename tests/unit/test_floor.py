@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 
-from benchmarks.floor import BARE, CONTRACT, STEPS, events_after, padded
+from benchmarks.floor import BARE, CONTRACT, STEPS, burn, events_after, padded
 
 
 def test_the_contract_carries_the_records_the_product_writes_per_saga() -> None:
@@ -27,3 +28,10 @@ def test_each_event_handled_publishes_two_events_and_the_last_completes_the_saga
     assert per_step[0] == ["saga_started", "step_started"]
     assert per_step[1:STEPS] == [["step_succeeded", "step_started"]] * (STEPS - 1)
     assert per_step[STEPS] == ["step_succeeded", "saga_completed"]
+
+
+def test_burn_keeps_the_thread_on_the_cpu_as_long_as_asked() -> None:
+    began = time.thread_time()
+    burn(3000)
+
+    assert time.thread_time() - began >= 0.003
