@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -81,11 +80,10 @@ async def answer_cost(commands: list[tuple[str, bytes]]) -> float:
     return elapsed / len(records) * 1e6
 
 
-def logic_cost(sagas: int) -> tuple[float, float]:
+def logic_cost(sagas: int, log: Path) -> tuple[float, float]:
     """The orchestrator's µs per record and the participants' µs per command, measured here
-    with their log lines written as the processes write them (to a file)."""
+    with their log lines written as the processes write them (to the file `log`)."""
     commands: list[tuple[str, bytes]] = []
-    log = Path(tempfile.mkdtemp(prefix="bench-ceiling-")) / "logic.log"
     lines = log.open("w")  # left open: a logger keeps the file it first wrote to
     with contextlib.redirect_stderr(lines):
         configure_logging("info", "json")
@@ -108,11 +106,12 @@ def main() -> None:
         " would a faster engine buy?",
     )
     args = parser.parse_args()
+    workdir = scratch_dir("bench-ceiling-")
     if args.logic:
         decide, answer = args.logic
         source = "as given"
     else:
-        decide, answer = logic_cost(2000)
+        decide, answer = logic_cost(2000, workdir / "logic.log")
         source = "measured here without Kafka"
     print(
         f"the product's logic, {source}: the orchestrator {decide:.0f} µs per record,"
@@ -125,7 +124,6 @@ def main() -> None:
         "contract floor": (floor.CONTRACT, 1),
         "logic floor": (logic, 1),
     }
-    workdir = scratch_dir("bench-ceiling-")
     kafka = local_kafka.LocalKafka(
         local_kafka.free_port(), 1, workdir / "kafka", verbose=False, heap=BROKER_HEAP
     )
