@@ -217,7 +217,10 @@ def product_run(
     rates: Sequence[float] = (),
     participant_cores: float = 0.0,
     narrow: bool = False,
+    paced_loads_too: bool = True,
 ) -> dict[str, float]:
+    """The product on `count` sagas at once, then (if `paced_loads_too`) at the paced loads:
+    half its maximum rate, 10 sagas/s and `rates`."""
     with (
         running_product(kafka, workdir, prefix, workers, max_running, narrow) as (settings, pids),
         contextlib.ExitStack() as capped,
@@ -261,7 +264,8 @@ def product_run(
             **used,
             "load_cpu": load_cpu * 1000 / max(len(finished), 1),
         }
-        for name, rate, paced in paced_loads(figures["sagas_per_s"], rates):
+        loads = paced_loads(figures["sagas_per_s"], rates) if paced_loads_too else []
+        for name, rate, paced in loads:
 
             def leading(sagas: int, rate: float = rate) -> object:
                 lead = batch(sagas, ["create_order"], happy=True)
